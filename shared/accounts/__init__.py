@@ -1,0 +1,1 @@
+"""Accounts: plans, users and their API keys."""

@@ -1,0 +1,1 @@
+"""Billing: credit packs, Stripe events and purchases."""

@@ -1,0 +1,1 @@
+"""Credits: the ledger and the one service that moves credits."""

@@ -1,0 +1,1 @@
+"""Tasks: the task-type registry and the task lifecycle."""

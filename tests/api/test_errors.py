@@ -1,0 +1,68 @@
+"""Every error has the API.md shape and a request id; nothing leaks a stack trace."""
+
+import pytest
+
+
+def assert_error(response, status, code):
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert response.headers["X-Request-ID"]
+    return body["error"]
+
+
+def test_unknown_path_is_404_in_shape(client):
+    assert_error(client.get("/nope"), 404, "not_found")
+
+
+def test_wrong_method_is_405_in_shape(client):
+    response = client.delete("/health")
+    assert_error(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["Allow"]
+
+
+def test_malformed_json_is_400(client, auth):
+    response = client.post("/api/tasks", data="{not json", headers=auth(), content_type="application/json")
+    assert_error(response, 400, "bad_request")
+
+
+def test_wrong_content_type_is_415(client, auth):
+    response = client.post("/api/tasks", data="type=x", headers=auth(), content_type="text/plain")
+    assert_error(response, 415, "unsupported_media_type")
+
+
+def test_json_array_body_is_422(client, auth):
+    response = client.post("/api/tasks", json=[1, 2], headers=auth())
+    assert_error(response, 422, "validation_error")
+
+
+def test_oversized_body_is_413(app, client, auth):
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    response = client.post(
+        "/api/tasks", data=b"x" * (limit + 1), headers=auth(), content_type="application/json"
+    )
+    assert_error(response, 413, "payload_too_large")
+
+
+def test_unexpected_exception_is_500_without_internals(settings, caplog):
+    from api import create_app
+
+    app = create_app(settings)
+
+    @app.get("/__boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    response = app.test_client().get("/__boom", headers={"X-Request-ID": "req-500"})
+    error = assert_error(response, 500, "internal_error")
+    assert "secret internals" not in response.get_data(as_text=True)
+    assert error["details"]["request_id"] == "req-500"
+    assert any("req-500" in r.getMessage() or getattr(r, "request_id", None) == "req-500"
+               for r in caplog.records)
+
+
+@pytest.mark.parametrize("path", ["/api/users/me", "/api/users/credits", "/api/tasks"])
+def test_protected_endpoints_need_a_token(client, path):
+    assert_error(client.get(path), 401, "unauthorized")

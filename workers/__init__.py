@@ -1,0 +1,1 @@
+"""Celery workers: the app (`workers.celery_app`), tasks, beat schedule and pipelines."""

@@ -1,0 +1,70 @@
+"""The Celery app of the workers and beat: `celery -A workers.celery_app worker|beat`."""
+
+from __future__ import annotations
+
+from celery import Celery, signals
+
+from shared.config import Settings
+from shared.db import Database
+from shared.logging import configure_logging
+from shared.queue_config import celery_config
+from shared.tasks import registry
+from workers.schedule import beat_schedule
+
+
+class WorkerState:
+    """Per-process resources, created lazily so prefork children get their own."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._db: Database | None = None
+        self._storage = None
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            from shared import outbox
+
+            self._db = Database(self.settings)
+            outbox.install(self._db.sessionmaker, _send_from_worker)
+        return self._db
+
+    @property
+    def storage(self):
+        if self._storage is None:
+            from shared.storage import make_storage
+
+            self._storage = make_storage(self.settings.storage_url)
+        return self._storage
+
+    def reset_after_fork(self) -> None:
+        # Prefork children must not share the parent's sockets.
+        if self._db is not None:
+            self._db.dispose()
+        self._db = None
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or Settings.from_env()
+    configure_logging(settings, "worker")
+    registry.load_plugins(settings.task_type_plugins)
+    app = Celery("studiox")
+    app.conf.update(celery_config(settings, visibility_timeout_s=2 * registry.longest_time_limit_s()))
+    app.conf.beat_schedule = beat_schedule(settings)
+    app.conf.include = ["workers.tasks"]
+    app.studiox = WorkerState(settings)
+    return app
+
+
+def _send_from_worker(message) -> None:
+    from workers.tasks import send_message
+
+    send_message(app, message)
+
+
+@signals.worker_process_init.connect
+def _child_started(**_kwargs):
+    app.studiox.reset_after_fork()
+
+
+app = make_celery()

@@ -1,0 +1,209 @@
+"""Celery tasks. Each takes ids (never ORM objects) and is idempotent: a duplicate or
+redelivered message finds the work done (or held by someone else) and does nothing."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import timedelta
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from shared.base import utcnow
+from shared.credits import service as credits
+from shared.logging import request_id_var, task_id_var
+from shared.outbox import Message
+from shared.tasks import registry
+from shared.tasks import service as lifecycle
+from workers.celery_app import app
+from workers.pipelines import get_handler
+from workers.pipelines.base import PermanentError, TaskCanceled, TaskContext, TransientError
+from workers.webhooks import deliver
+
+log = logging.getLogger("studiox.worker")
+
+RETRY_BASE_S = 2.0
+RETRY_MAX_S = 60.0
+
+
+def send_message(celery_app, message: Message) -> None:
+    celery_app.send_task(
+        message.name,
+        args=message.args,
+        task_id=message.task_id,
+        countdown=message.countdown,
+        headers=message.headers or None,
+        soft_time_limit=message.soft_time_limit,
+        time_limit=message.time_limit,
+    )
+
+
+def _db():
+    return app.studiox.db
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the task's lease while the handler runs, and notices cancel requests.
+
+    The lease is how a dead worker is detected: if this process dies, renewals stop and
+    the sweeper takes the task back after `task_lease_s`.
+    """
+
+    def __init__(self, task_id: uuid.UUID, ctx: TaskContext, lease_s: int):
+        super().__init__(daemon=True, name=f"lease-{task_id}")
+        self.task_id, self.ctx, self.lease_s = task_id, ctx, lease_s
+        self.stopped = threading.Event()
+        self.progress = 0.0
+
+    def run(self) -> None:
+        interval = max(self.lease_s / 3, 0.2)
+        while not self.stopped.wait(interval):
+            try:
+                with _db().session_scope() as session:
+                    if not lifecycle.record_progress(session, self.task_id, self.progress, self.lease_s):
+                        self.ctx.canceled.set()
+            except Exception:  # a blip: the next renewal tries again
+                log.warning("lease renewal failed", exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+@app.task(name=lifecycle.RUN_TASK, bind=True, acks_late=True, ignore_result=True)
+def run_task(self, task_id: str) -> str | None:
+    """Run one task: claim it, run its pipeline, and end it in one transaction.
+
+    Invariants: only one worker holds a task at a time (atomic claim + lease); every
+    failure path ends the task failed or canceled *and* refunded (once); transient
+    errors are retried with backoff until the type's attempts are spent.
+    """
+    task_uuid = uuid.UUID(task_id)
+    settings = app.studiox.settings
+    lease_s = settings.task_lease_s
+    with _db().session_scope() as session:
+        claimed = lifecycle.claim_task(session, task_uuid, lease_s)
+    if claimed is None:
+        log.info("task %s is not claimable (ended, or held elsewhere); skipping", task_id)
+        return None
+    tokens = (request_id_var.set(claimed.request_id), task_id_var.set(task_id))
+    try:
+        return _run_claimed(self, claimed, settings, lease_s)
+    finally:
+        request_id_var.reset(tokens[0])
+        task_id_var.reset(tokens[1])
+
+
+def _run_claimed(celery_task, claimed, settings, lease_s: int) -> str | None:
+    task_type = registry.get(claimed.type)
+    handler = get_handler(claimed.type)
+    log.info("running %s (attempt %s)", claimed.type, claimed.attempts)
+    if handler is None:
+        return _fail(claimed.id, "unknown_task_type", f"No worker handles {claimed.type!r}.")
+
+    keeper: LeaseKeeper | None = None
+
+    def report(fraction: float) -> bool:
+        if keeper is not None:
+            keeper.progress = fraction
+        with _db().session_scope() as session:
+            return lifecycle.record_progress(session, claimed.id, fraction, lease_s)
+
+    ctx = TaskContext(
+        task_id=claimed.id,
+        user_id=claimed.user_id,
+        type=claimed.type,
+        input=claimed.input,
+        attempt=claimed.attempts,
+        settings=settings,
+        storage=app.studiox.storage,
+        report_progress=report,
+    )
+    keeper = LeaseKeeper(claimed.id, ctx, lease_s)
+    keeper.start()
+    try:
+        output = handler(ctx)
+    except TaskCanceled:
+        with _db().session_scope() as session:
+            lifecycle.finish_canceled(session, claimed.id)
+        log.info("canceled")
+        return "canceled"
+    except SoftTimeLimitExceeded:
+        return _fail(claimed.id, "time_limit", f"The task ran longer than {task_type.soft_time_limit_s} s.")
+    except TransientError as exc:
+        if claimed.attempts < task_type.max_attempts:
+            delay = min(RETRY_BASE_S * 2 ** (claimed.attempts - 1), RETRY_MAX_S)
+            with _db().session_scope() as session:
+                released = lifecycle.release_for_retry(session, claimed.id, delay)
+            if released:
+                log.warning("transient error, retrying in %.0fs: %s", delay, exc.message)
+                raise celery_task.retry(countdown=delay, max_retries=None) from None
+            return None
+        return _fail(claimed.id, exc.code, f"{exc.message} (gave up after {claimed.attempts} attempts)")
+    except PermanentError as exc:
+        return _fail(claimed.id, exc.code, exc.message)
+    except Exception as exc:
+        log.exception("pipeline crashed")
+        return _fail(claimed.id, "internal_error", f"The pipeline failed: {type(exc).__name__}.")
+    finally:
+        keeper.stop()
+
+    with _db().session_scope() as session:
+        final = lifecycle.complete_task(session, claimed.id, output, ctx.artifacts)
+    log.info("finished: %s", final)
+    return final
+
+
+def _fail(task_id: uuid.UUID, code: str, message: str) -> str:
+    with _db().session_scope() as session:
+        lifecycle.fail_task(session, task_id, code, message)
+    log.warning("failed (%s): %s", code, message)
+    return "failed"
+
+
+@app.task(name="studiox.sweep_stale_tasks", ignore_result=True)
+def sweep_stale_tasks() -> dict:
+    """Re-send queued tasks the broker never got or lost; take back tasks of dead
+    workers (requeue, or fail + refund past their retry budget). Safe with two beats."""
+    with _db().session_scope() as session:
+        result = lifecycle.sweep(session, requeue_after_s=app.studiox.settings.requeue_after_s)
+    if result.requeued or result.failed:
+        log.info("sweep: requeued %d, failed %d", len(result.requeued), len(result.failed))
+    return {"requeued": len(result.requeued), "failed": len(result.failed)}
+
+
+@app.task(name="studiox.reset_due_credits", ignore_result=True)
+def reset_due_credits(batch_size: int = 10_000) -> int:
+    """Reset plan credits of every user whose reset date has passed (set-based, batched,
+    idempotent, safe from two beats at once)."""
+    total = 0
+    while True:
+        with _db().session_scope() as session:
+            done = credits.reset_due(session, batch_size=batch_size)
+        total += done
+        if done < batch_size:
+            break
+    if total:
+        log.info("monthly reset: %d users", total)
+    return total
+
+
+@app.task(name=lifecycle.DELIVER_WEBHOOK, bind=True, ignore_result=True, max_retries=8)
+def deliver_webhook(self, task_id: str, status: str) -> bool:
+    """POST a task's terminal event to its webhook_url (Standard Webhooks signature);
+    retried with exponential backoff; the message id is stable across retries."""
+    with _db().session_scope() as session:
+        ok = deliver(session, uuid.UUID(task_id), status, app.studiox.settings)
+    if ok is False:
+        raise self.retry(countdown=min(2 ** self.request.retries * 5, 3600))
+    return bool(ok)
+
+
+@app.task(name="studiox.delete_expired_artifacts", ignore_result=True)
+def delete_expired_artifacts() -> int:
+    """Delete artifact files of tasks that ended more than the retention period ago."""
+    from shared.tasks.artifacts import expire_artifacts
+
+    cutoff = utcnow() - timedelta(days=app.studiox.settings.artifact_retention_days)
+    with _db().session_scope() as session:
+        return expire_artifacts(session, app.studiox.storage, cutoff)
