@@ -195,7 +195,8 @@ def deliver_webhook(self, task_id: str, status: str) -> bool:
     with _db().session_scope() as session:
         ok = deliver(session, uuid.UUID(task_id), status, app.studiox.settings)
     if ok is False:
-        raise self.retry(countdown=min(2 ** self.request.retries * 5, 3600))
+        base = app.studiox.settings.webhook_retry_base_s
+        raise self.retry(countdown=min(base * 2**self.request.retries, 3600))
     return bool(ok)
 
 
