@@ -17,14 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.accounts.models import Plan, User
 from shared.base import utcnow
 from shared.credits import service as credits
-from shared.errors import ConcurrencyLimitReached, Conflict, NotFound, ValidationFailed
+from shared.errors import (
+    ConcurrencyLimitReached,
+    Conflict,
+    InsufficientCredits,
+    NotFound,
+    ValidationFailed,
+)
 from shared.outbox import Message, send_after_commit
 from shared.tasks import registry
 from shared.tasks.models import (
@@ -101,6 +107,8 @@ def create_task(
     Conflict. `mark_unsent(task_id)` is called if the broker then refuses the message
     (the sweeper sends it later). The plan's limit of unfinished tasks is checked after the charge has
     locked the user's row, so concurrent requests of one user cannot overshoot it.
+    A raised error (InsufficientCredits, ConcurrencyLimitReached, ...) means the caller
+    rolls the unit of work back, as every boundary here does.
     """
     task_type = registry.get(type_name)
     clean_input = task_type.validate(payload)
@@ -172,7 +180,108 @@ def _replay(existing: Task, request_hash: str | None) -> Task:
 
 
 def _charge_and_insert(session, task_id, user_id, task_type, clean_input, **fields) -> Task:
-    change = credits.charge_task(session, user_id, task_id, task_type.cost)
+    """Charge the task's cost and insert it; then hold the plan's concurrency limit.
+
+    The limit is counted after the charge has locked the user's row (and after our own
+    insert), in a statement of its own so it sees every task committed before the lock
+    was granted: concurrent creates of one user cannot overshoot it.
+    """
+    now = utcnow()
+    if session.get_bind().dialect.name == "postgresql":
+        cost_plan, cost_purchased = _charge_and_insert_postgresql(
+            session, task_id, user_id, task_type, clean_input, now, fields
+        )
+        task = Task(
+            id=task_id, user_id=user_id, type=task_type.name, status=QUEUED, input=clean_input,
+            output=None, error=None, progress=0.0, cost=task_type.cost, cost_plan=cost_plan,
+            cost_purchased=cost_purchased, artifacts=[], attempts=0, created_at=now,
+            updated_at=now, enqueued_at=now, started_at=None, completed_at=None,
+            cancel_requested_at=None, **fields,
+        )
+    else:
+        change = credits.charge_task(session, user_id, task_id, task_type.cost)
+        task = Task(
+            id=task_id, user_id=user_id, type=task_type.name, status=QUEUED, input=clean_input,
+            progress=0.0, cost=task_type.cost, cost_plan=-change.plan_delta,
+            cost_purchased=-change.purchased_delta, artifacts=[], attempts=0, created_at=now,
+            updated_at=now, enqueued_at=now, **fields,
+        )
+        session.add(task)
+        session.flush()  # the INSERT must run inside the savepoint that guards the key
+    _hold_concurrency_limit(session, user_id)
+    return task
+
+
+# PostgreSQL: the charge (conditional UPDATE of the locked user row), the task and its
+# ledger rows in one round trip. Same rules as credits.charge_task and _write_ledger:
+# plan credits first, one ledger row per bucket, each with the total after it.
+# `enqueued_at` starts optimistic: it is set back to NULL if the broker refuses the
+# message, so the sweeper sends it on its next run.
+_CREATE_SQL = text(
+    """
+    WITH old AS (
+        SELECT id, plan_credits, purchased_credits FROM users WHERE id = :user_id FOR UPDATE
+    ), charged AS (
+        UPDATE users u
+        SET plan_credits = u.plan_credits - LEAST(u.plan_credits, :cost),
+            purchased_credits = u.purchased_credits - (:cost - LEAST(u.plan_credits, :cost))
+        FROM old
+        WHERE u.id = old.id AND u.plan_credits + u.purchased_credits >= :cost
+        RETURNING old.plan_credits - u.plan_credits AS from_plan,
+                  old.purchased_credits - u.purchased_credits AS from_purchased,
+                  u.plan_credits + u.purchased_credits AS total_after
+    ), task AS (
+        INSERT INTO tasks (id, user_id, type, status, input, progress, cost, cost_plan,
+                           cost_purchased, artifacts, attempts, idempotency_key, request_hash,
+                           webhook_url, webhook_events, request_id, enqueued_at, created_at,
+                           updated_at)
+        SELECT :task_id, :user_id, :type, 'queued', CAST(:input AS jsonb), 0, :cost, from_plan,
+               from_purchased, '[]'::jsonb, 0, :idempotency_key, :request_hash, :webhook_url,
+               CAST(:webhook_events AS jsonb), :request_id, :now, :now, :now
+        FROM charged
+        RETURNING id
+    ), ledger AS (
+        INSERT INTO credit_ledger (user_id, delta, bucket, reason, task_id, balance_after,
+                                   created_at)
+        SELECT :user_id, -from_plan, 'plan', 'task_charge', :task_id,
+               total_after + from_purchased, :now
+        FROM charged WHERE from_plan > 0
+        UNION ALL
+        SELECT :user_id, -from_purchased, 'purchased', 'task_charge', :task_id, total_after, :now
+        FROM charged WHERE from_purchased > 0
+    )
+    SELECT from_plan, from_purchased FROM charged
+    """
+)
+
+
+def _charge_and_insert_postgresql(session, task_id, user_id, task_type, clean_input, now, fields):
+    row = session.execute(
+        _CREATE_SQL,
+        {
+            "user_id": user_id,
+            "task_id": task_id,
+            "type": task_type.name,
+            "cost": task_type.cost,
+            "input": json.dumps(clean_input),
+            "webhook_events": json.dumps(fields["webhook_events"])
+            if fields.get("webhook_events") is not None
+            else None,
+            "idempotency_key": fields.get("idempotency_key"),
+            "request_hash": fields.get("request_hash"),
+            "webhook_url": fields.get("webhook_url"),
+            "request_id": fields.get("request_id"),
+            "now": now,
+        },
+    ).first()
+    if row is None:
+        raise InsufficientCredits(
+            required=task_type.cost, available=credits.available_credits(session, user_id)
+        )
+    return row[0], row[1]
+
+
+def _hold_concurrency_limit(session: Session, user_id: uuid.UUID) -> None:
     limit, active = session.execute(
         select(
             plans.c.max_concurrent_tasks,
@@ -184,34 +293,11 @@ def _charge_and_insert(session, task_id, user_id, task_type, clean_input, **fiel
         .select_from(users.join(plans, plans.c.id == users.c.plan_id))
         .where(users.c.id == user_id)
     ).one()
-    if active >= limit:
+    if active > limit:  # `active` includes the task just inserted
         raise ConcurrencyLimitReached(
             f"Your plan runs at most {limit} tasks at once; wait for one to finish.",
-            {"limit": limit, "active": active},
+            {"limit": limit, "active": active - 1},
         )
-    now = utcnow()
-    task = Task(
-        id=task_id,
-        user_id=user_id,
-        type=task_type.name,
-        status=QUEUED,
-        input=clean_input,
-        progress=0.0,
-        cost=task_type.cost,
-        cost_plan=-change.plan_delta,
-        cost_purchased=-change.purchased_delta,
-        artifacts=[],
-        attempts=0,
-        created_at=now,
-        updated_at=now,
-        # Optimistic: set back to NULL if the broker refuses the message, so the sweeper
-        # sends it as soon as it runs.
-        enqueued_at=now,
-        **fields,
-    )
-    session.add(task)
-    session.flush()  # the INSERT must run inside the savepoint that guards the key
-    return task
 
 
 def get_task(session: Session, user_id: uuid.UUID, task_id: uuid.UUID | str) -> Task:

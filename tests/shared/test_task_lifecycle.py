@@ -156,3 +156,51 @@ def test_two_sweepers_at_once_act_on_each_task_once(committed):
         t.join()
     requeued = results[0] + results[1]
     assert sorted(requeued) == sorted(ids)  # every task once, none twice
+
+
+def _create_concurrently(database, user_id, n, type_name="echo"):
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(n)
+
+    def create(_):
+        # An error leaves session_scope, which rolls the unit of work back (as a request
+        # or a task run would).
+        try:
+            with database.session_scope() as session:
+                barrier.wait()
+                lifecycle.create_task(session, user_id, type_name, {})
+                session.info.clear()  # no broker in this test
+            return "created"
+        except Exception as exc:  # noqa: BLE001  (the kind of refusal is the result)
+            return type(exc).__name__
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(create, range(n)))
+
+
+def test_concurrent_creates_accept_exactly_what_the_balance_allows(committed):
+    with committed.session_scope() as session:
+        user_id, _ = provision(session, "race_balance")  # 10 plan credits
+        credits.grant(session, user_id, 5, "admin_grant")  # + 5 purchased
+        session.execute(update(credits.users).where(credits.users.c.id == user_id).values(plan_id="enterprise"))
+    outcomes = _create_concurrently(committed, user_id, 40)
+    assert outcomes.count("created") == 15
+    assert set(outcomes) == {"created", "InsufficientCredits"}
+    with committed.session_scope() as session:
+        assert credits.available_credits(session, user_id) == 0
+        assert credits.audit(session) == []
+        charged = session.execute(select(func.count()).select_from(Task).where(Task.user_id == user_id)).scalar()
+        assert charged == 15
+
+
+def test_concurrent_creates_never_overshoot_the_plan_limit(committed):
+    with committed.session_scope() as session:
+        user_id, _ = provision(session, "race_limit")  # free plan: 2 at once
+        credits.grant(session, user_id, 100, "admin_grant")
+    outcomes = _create_concurrently(committed, user_id, 20)
+    assert outcomes.count("created") == 2
+    assert outcomes.count("ConcurrencyLimitReached") == 18
+    with committed.session_scope() as session:
+        assert credits.available_credits(session, user_id) == 110 - 2
+        assert credits.audit(session) == []
