@@ -194,3 +194,12 @@ def test_request_id_follows_the_task_into_the_worker_log(live_client, auth, cele
                                 headers=auth(**{"X-Request-ID": "trace-me-123"}))
     poll(live_client, auth, response.get_json()["id"])
     wait_for(lambda: "request_id=trace-me-123" in celery_worker.log(), timeout=5)
+
+
+def test_soft_time_limit_fails_and_refunds(live_client, auth, celery_worker, database):
+    task = submit(live_client, auth, {"steps": 1, "step_seconds": 3}, type="echo_short_limit")
+    done = poll(live_client, auth, task["id"])
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "time_limit"
+    assert balance(live_client, auth) == 10
+    assert_audit_clean(database)

@@ -21,6 +21,8 @@ class EchoInput(Schema):
 
 register(TaskType(name="echo", cost=1, description="test only", input_schema=EchoInput,
                   soft_time_limit_s=20, time_limit_s=30, max_attempts=3, listed=False))
+register(TaskType(name="echo_short_limit", cost=1, description="test only", input_schema=EchoInput,
+                  soft_time_limit_s=1, time_limit_s=5, max_attempts=3, listed=False))
 register(TaskType(name="echo_pricey", cost=7, description="test only", input_schema=EchoInput,
                   soft_time_limit_s=20, time_limit_s=30, max_attempts=3, listed=False))
 
@@ -34,6 +36,7 @@ def _register_handlers():
 
     @handler("echo")
     @handler("echo_pricey")
+    @handler("echo_short_limit")
     def echo(ctx):
         data = ctx.input
         for step in range(data["steps"]):
