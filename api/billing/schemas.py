@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from marshmallow import Schema, fields
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from api.schemas import iso
 
 
 class PlanSchema(Schema):
@@ -43,4 +45,89 @@ def pack_json(pack) -> dict:
         "credits": pack.credits,
         "price_cents": pack.price_cents,
         "currency": pack.currency,
+    }
+
+
+class PurchaseCreditsSchema(Schema):
+    """`{"pack": "<pack id>"}` or `{"credits": n}` (n one of the pack sizes)."""
+
+    class Meta:
+        unknown = RAISE
+
+    pack = fields.String(validate=validate.Length(min=1, max=64))
+    credits = fields.Integer(strict=True)
+
+    @validates_schema
+    def _one_of(self, data, **_kwargs):
+        if ("pack" in data) == ("credits" in data):
+            raise ValidationError("Send exactly one of 'pack' or 'credits'.", "_schema")
+
+
+class SubscribeSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    plan = fields.String(required=True, validate=validate.Length(min=1, max=32))
+
+
+class FulfillSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    session_id = fields.String(required=True, validate=validate.Regexp(r"^cs_[A-Za-z0-9_]{1,250}$"))
+
+
+class CheckoutSchema(Schema):
+    checkout_url = fields.String(required=True)
+    session_id = fields.String(required=True)
+
+
+class PortalSchema(Schema):
+    url = fields.String(required=True)
+
+
+class PurchaseSchema(Schema):
+    id = fields.UUID(required=True)
+    session_id = fields.String(required=True)
+    pack = fields.String(allow_none=True)
+    credits = fields.Integer(required=True)
+    amount_cents = fields.Integer(required=True)
+    currency = fields.String(required=True)
+    status = fields.String(
+        required=True,
+        metadata={"description": "pending | paid | failed | partially_refunded | refunded"},
+    )
+    refunded_credits = fields.Integer(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class PurchasePageSchema(Schema):
+    items = fields.List(fields.Nested(PurchaseSchema), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+class FulfillResultSchema(Schema):
+    session_id = fields.String(required=True)
+    status = fields.String(
+        required=True,
+        metadata={"description": "paid (credits granted) | pending | failed | open | expired"},
+    )
+    purchase = fields.Nested(PurchaseSchema, allow_none=True, required=True)
+
+
+class WebhookAckSchema(Schema):
+    received = fields.Boolean(required=True)
+
+
+def purchase_json(purchase) -> dict:
+    return {
+        "id": str(purchase.id),
+        "session_id": purchase.stripe_checkout_session_id,
+        "pack": purchase.pack_id,
+        "credits": purchase.credits,
+        "amount_cents": purchase.amount_cents,
+        "currency": purchase.currency,
+        "status": purchase.status,
+        "refunded_credits": purchase.refunded_credits,
+        "created_at": iso(purchase.created_at),
     }
