@@ -208,3 +208,10 @@ def delete_expired_artifacts() -> int:
     cutoff = utcnow() - timedelta(days=app.studiox.settings.artifact_retention_days)
     with _db().session_scope() as session:
         return expire_artifacts(session, app.studiox.storage, cutoff)
+
+
+@app.task(name="studiox.ping", ignore_result=False)
+def ping() -> str:
+    """A no-op round trip through the broker (and the result backend, when one is set):
+    the baseline of bench/latency.py, and a liveness probe for operators."""
+    return "pong"

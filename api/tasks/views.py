@@ -56,13 +56,19 @@ def _mark_unsent(task_id) -> None:
 
 
 def _wait_for_end(session, user_id, task, wait_s: float):
-    """Poll until the task ends or `wait_s` passes; holds no connection while asleep."""
-    deadline = time.monotonic() + wait_s
+    """Poll until the task ends or `wait_s` passes; holds no connection while asleep.
+
+    Every 10 ms for the first two seconds (most tasks end by then, and a primary-key
+    read is cheap), then backing off to 250 ms.
+    """
+    started = time.monotonic()
+    deadline = started + wait_s
     delay = 0.01
     while task.status not in TERMINAL_STATUSES and time.monotonic() < deadline:
         session.close()
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 1.5, 0.25)
+        if time.monotonic() - started > 2.0:
+            delay = min(delay * 1.5, 0.25)
         task = tasks.get_task(session, user_id, task.id)
     session.close()
     return task

@@ -1,0 +1,109 @@
+"""Tasks per second finished by 2 worker processes for the smallest real task (a 64x64
+`image_analysis`), beside bare Celery no-op tasks per second with the same settings
+(acks_late, prefetch 1, no result backend) in the same run; and a worker child's peak RSS.
+
+The backlog is queued first (through the real create path), then a worker is started and
+timed until every task has ended. Run: `.venv/bin/python -m bench worker`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+from celery import Celery
+from sqlalchemy import func, select, update
+
+from bench._services import celery_worker, redis_database, rss_mb
+from bench._support import print_table, throwaway_database
+from bench.latency import small_png
+from shared.accounts.models import User
+from shared.accounts.service import provision
+from shared.credits import service as credits
+from shared.db import Database
+from shared.outbox import install
+from shared.queue_config import TASK_QUEUE, celery_config
+from shared.tasks import service as lifecycle
+from shared.tasks.models import TERMINAL_STATUSES, Task
+
+TASKS = 1000
+
+
+def queue_tasks(settings, producer: Celery, n: int) -> None:
+    database = Database(settings)
+    install(database.sessionmaker, lambda m: producer.send_task(
+        m.name, args=m.args, task_id=m.task_id, headers=m.headers or None))
+    with database.session_scope() as session:
+        user_id, _ = provision(session, "worker_bench")
+        credits.grant(session, user_id, n, "admin_grant")
+        session.execute(update(User).where(User.id == user_id).values(plan_id="enterprise"))
+        session.execute(update(credits.plans).values(max_concurrent_tasks=n + 10))
+    body = {"image_base64": small_png()}
+    for start in range(0, n, 200):
+        with database.session_scope() as session:
+            for _ in range(min(200, n - start)):
+                lifecycle.create_task(session, user_id, "image_analysis", body)
+    database.dispose()
+
+
+def wait_until_done(settings, n: int, timeout: float = 300) -> float:
+    database = Database(settings)
+    started = time.perf_counter()
+    try:
+        while time.perf_counter() - started < timeout:
+            with database.session_scope() as session:
+                done = session.execute(select(func.count()).select_from(Task)
+                                       .where(Task.status.in_(TERMINAL_STATUSES))).scalar_one()
+            if done >= n:
+                return time.perf_counter() - started
+            time.sleep(0.05)
+        raise TimeoutError(f"only {done} of {n} tasks ended")
+    finally:
+        database.dispose()
+
+
+def bare_rate(settings, workdir: Path, broker: str, n: int) -> float:
+    producer = Celery("bench", broker=broker)
+    producer.conf.update(celery_config(settings, 3600))
+    for _ in range(n):
+        producer.send_task("celery.accumulate", args=[1])
+    client = redis.Redis.from_url(broker)
+    with celery_worker(settings, workdir / "bare", concurrency=2):
+        started = time.perf_counter()
+        while client.llen(TASK_QUEUE) or client.hlen("unacked"):
+            time.sleep(0.01)
+        return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp, throwaway_database("worker") as db, \
+            redis_database() as broker:
+        workdir = Path(tmp)
+        (workdir / "bare").mkdir()
+        settings = db.settings(broker_url=broker, storage_url=f"file://{workdir}/artifacts")
+        producer = Celery("bench", broker=broker)
+        producer.conf.update(celery_config(settings, 3600))
+        queue_tasks(settings, producer, TASKS)
+        # The worker starts only once the backlog is queued: time from its start (its
+        # few hundred ms of boot count against it).
+        with celery_worker(settings, workdir, concurrency=2, LOG_LEVEL="WARNING") as worker:
+            seconds = wait_until_done(settings, TASKS)
+            child_rss = max(rss_mb(pid) for pid in worker.children())
+        with Database(settings).session_scope() as session:
+            outcomes = dict(session.execute(select(Task.status, func.count()).group_by(Task.status)).all())
+        real = TASKS / seconds
+        bare = bare_rate(settings, workdir, broker, TASKS)
+        print_table(
+            f"tasks/s finished by 2 worker processes ({TASKS} queued first)",
+            ["workload", "tasks/s", "of bare"],
+            [["image_analysis 64x64 (claim, run, store, finish)", real, f"{100 * real / bare:.0f}%"],
+             ["bare Celery no-op (acks_late, prefetch 1)", bare, "100%"]],
+        )
+        print(f"  outcomes: {outcomes}; peak RSS of a worker child: {child_rss:.0f} MB "
+              "(target <= 250 MB; target rate >= 50% of bare)")
+
+
+if __name__ == "__main__":
+    main()
