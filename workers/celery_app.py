@@ -34,7 +34,7 @@ class WorkerState:
         if self._storage is None:
             from shared.storage import make_storage
 
-            self._storage = make_storage(self.settings.storage_url)
+            self._storage = make_storage(self.settings.storage_url, self.settings.s3_endpoint_url)
         return self._storage
 
     def reset_after_fork(self) -> None:

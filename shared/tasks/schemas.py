@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
+import warnings
 
 from marshmallow import (
     RAISE,
@@ -14,9 +16,33 @@ from marshmallow import (
     validates_schema,
 )
 
-# Limits users can read in the docs; the worker enforces the pixel cap again on decode.
+# Limits users can read in the docs; the worker enforces them again (with the deployment's
+# IMAGE_MAX_BYTES / IMAGE_MAX_PIXELS) when it decodes the image.
 IMAGE_BASE64_MAX_BYTES = 10 * 1024 * 1024
+IMAGE_MAX_PIXELS = 40_000_000
 MAX_EDIT_OPERATIONS = 20
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+def _sniff_image(data: bytes) -> str | None:
+    """Why inline image bytes cannot work, or None. Reads the header only (cheap): no
+    pixels are decoded in the API, so a truncated file is only found by the worker."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+                width, height = image.size
+    except UnidentifiedImageError:
+        return f"Not an image in a supported format ({', '.join(IMAGE_FORMATS)})."
+    except Image.DecompressionBombError:
+        return f"The image has more than {IMAGE_MAX_PIXELS} pixels."
+    except (OSError, SyntaxError, ValueError):
+        return "The image header is damaged."
+    if width * height > IMAGE_MAX_PIXELS:
+        return f"The image has {width}x{height} pixels; the limit is {IMAGE_MAX_PIXELS}."
+    return None
 
 
 class ImageSourceSchema(Schema):
@@ -54,11 +80,17 @@ class ImageSourceSchema(Schema):
                     field_name="image_base64",
                 )
             try:
-                base64.b64decode(raw, validate=True)
+                data = base64.b64decode(raw, validate=True)
             except (binascii.Error, ValueError):
+                raise ValidationError("Not valid base64.", field_name="image_base64") from None
+            if len(data) > IMAGE_BASE64_MAX_BYTES:
                 raise ValidationError(
-                    "Not valid base64.", field_name="image_base64"
-                ) from None
+                    f"The image is larger than {IMAGE_BASE64_MAX_BYTES} bytes.",
+                    field_name="image_base64",
+                )
+            problem = _sniff_image(data)
+            if problem:
+                raise ValidationError(problem, field_name="image_base64")
 
 
 class ImageAnalysisInput(ImageSourceSchema):
@@ -88,14 +120,21 @@ class OperationSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    op = fields.String(required=True, validate=validate.OneOf(OPS))
+    op = fields.String(
+        required=True,
+        validate=validate.OneOf(OPS),
+        metadata={"description": "Applied in list order."},
+    )
     width = fields.Integer(validate=validate.Range(min=1, max=8192))
     height = fields.Integer(validate=validate.Range(min=1, max=8192))
     left = fields.Integer(validate=validate.Range(min=0))
     top = fields.Integer(validate=validate.Range(min=0))
     right = fields.Integer(validate=validate.Range(min=1))
     bottom = fields.Integer(validate=validate.Range(min=1))
-    degrees = fields.Float(validate=validate.Range(min=-360, max=360))
+    degrees = fields.Float(
+        validate=validate.Range(min=-360, max=360),
+        metadata={"description": "Counter-clockwise; the canvas grows to fit."},
+    )
     direction = fields.String(validate=validate.OneOf(("horizontal", "vertical")))
     radius = fields.Float(validate=validate.Range(min=0, max=100))
     factor = fields.Float(validate=validate.Range(min=0, max=10))
@@ -120,8 +159,10 @@ class OperationSchema(Schema):
     def _op_fields(self, data, **_kwargs):
         missing = [f for f in self._required.get(data.get("op"), ()) if f not in data]
         if missing:
+            raise ValidationError({f: [f"Required by op {data['op']!r}."] for f in missing})
+        if data.get("op") == "resize" and data["width"] * data["height"] > IMAGE_MAX_PIXELS:
             raise ValidationError(
-                {f: [f"Required by op {data['op']!r}."] for f in missing}
+                f"width x height must be at most {IMAGE_MAX_PIXELS} pixels.", field_name="width"
             )
         if data.get("op") == "crop" and (
             data["right"] <= data["left"] or data["bottom"] <= data["top"]
@@ -138,7 +179,11 @@ class AdvancedEditingInput(ImageSourceSchema):
     output_format = fields.String(
         load_default="png", validate=validate.OneOf(("png", "jpeg", "webp"))
     )
-    quality = fields.Integer(load_default=90, validate=validate.Range(min=1, max=100))
+    quality = fields.Integer(
+        load_default=90,
+        validate=validate.Range(min=1, max=100),
+        metadata={"description": "JPEG/WebP quality (PNG is lossless and ignores it)."},
+    )
 
 
 class VideoImageSchema(ImageSourceSchema):
@@ -155,5 +200,13 @@ class VideoGenerationInput(Schema):
     )
     duration_s = fields.Float(load_default=5, validate=validate.Range(min=1, max=60))
     fps = fields.Integer(load_default=24, validate=validate.Range(min=1, max=60))
-    width = fields.Integer(load_default=1280, validate=validate.Range(min=16, max=1920))
-    height = fields.Integer(load_default=720, validate=validate.Range(min=16, max=1080))
+    width = fields.Integer(
+        load_default=1280,
+        validate=validate.Range(min=16, max=1920),
+        metadata={"description": "Frame width; an odd value is rounded down (H.264 4:2:0)."},
+    )
+    height = fields.Integer(
+        load_default=720,
+        validate=validate.Range(min=16, max=1080),
+        metadata={"description": "Frame height; an odd value is rounded down."},
+    )

@@ -6,6 +6,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from shared.config import Settings
 from shared.storage import Storage
@@ -62,5 +63,13 @@ class TaskContext:
 
     def save_artifact(self, name: str, data: bytes, content_type: str) -> dict:
         stored = self.storage.put(str(self.task_id), name, data, content_type).as_dict()
-        self.artifacts = [a for a in self.artifacts if a["name"] != name] + [stored]
+        return self._record(stored)
+
+    def save_artifact_file(self, name: str, path: Path, content_type: str) -> dict:
+        """Like `save_artifact` for a file on disk (a video): never read whole into memory."""
+        stored = self.storage.put_file(str(self.task_id), name, path, content_type).as_dict()
+        return self._record(stored)
+
+    def _record(self, stored: dict) -> dict:
+        self.artifacts = [a for a in self.artifacts if a["name"] != stored["name"]] + [stored]
         return stored
