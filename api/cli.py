@@ -10,9 +10,11 @@ import sys
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from sqlalchemy import func, select
 
 from api.auth import make_dev_token
 from shared.accounts import service as accounts
+from shared.accounts.models import User
 from shared.credits import service as credits
 from shared.errors import DomainError
 
@@ -41,14 +43,17 @@ def dev_token(sub: str, email: str | None, name: str | None, ttl: int):
 @click.argument("user")
 @click.argument("amount", type=click.IntRange(min=1))
 @click.option("--reason", required=True, help="Why (kept in the ledger row's note).")
-@click.option("--bucket", type=click.Choice(["purchased", "plan"]), default="purchased",
-              show_default=True)
+@click.option(
+    "--bucket", type=click.Choice(["purchased", "plan"]), default="purchased", show_default=True
+)
 def grant(user: str, amount: int, reason: str, bucket: str):
     """Grant AMOUNT credits to USER (a user id or a Clerk id)."""
     try:
         with _ext().db.session_scope() as session:
             target = accounts.resolve_user(session, user)
-            change = credits.grant(session, target.id, amount, "admin_grant", bucket=bucket, note=reason)
+            change = credits.grant(
+                session, target.id, amount, "admin_grant", bucket=bucket, note=reason
+            )
     except DomainError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"granted {amount} to {target.id}; balance {change.total_after}")
@@ -97,11 +102,13 @@ def audit():
     """Check that every balance equals the sum of its ledger (exit 1 listing any that do not)."""
     with _ext().db.session_scope() as session:
         mismatches = credits.audit(session)
-        users = session.execute(credits.select(credits.func.count()).select_from(credits.users)).scalar_one()
+        users = session.execute(select(func.count()).select_from(User)).scalar_one()
     if not mismatches:
         click.echo(f"audit ok: {users} users, every balance matches its ledger")
         return
-    click.echo(f"audit FAILED: {len(mismatches)} of {users} users differ from their ledger", err=True)
+    click.echo(
+        f"audit FAILED: {len(mismatches)} of {users} users differ from their ledger", err=True
+    )
     for m in mismatches:
         click.echo(
             f"  {m.user_id}: plan {m.plan_credits} (ledger {m.ledger_plan}), "

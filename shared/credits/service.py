@@ -16,13 +16,25 @@ from __future__ import annotations
 import calendar
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, case, func, insert, literal, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Integer,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from shared.accounts.models import Plan, User
-from shared.base import utcnow
+from shared.base import TZDateTime, utcnow
 from shared.credits.models import CreditLedger
 from shared.errors import InsufficientCredits, NotFound, ValidationFailed
 from shared.tasks.models import Task
@@ -173,7 +185,9 @@ def available_credits(session: Session, user_id: uuid.UUID) -> int:
     return total
 
 
-def charge_task(session: Session, user_id: uuid.UUID, task_id: uuid.UUID, cost: int) -> BalanceChange:
+def charge_task(
+    session: Session, user_id: uuid.UUID, task_id: uuid.UUID, cost: int
+) -> BalanceChange:
     """Take `cost` credits for a task, plan credits first, then purchased.
 
     One conditional UPDATE (`WHERE plan + purchased >= cost`): N concurrent charges
@@ -247,9 +261,7 @@ def grant(
     )
     if change is None:
         raise NotFound("No such user.")
-    _write_ledger(
-        session, user_id, change, reason, note=note, stripe_event_id=stripe_event_id
-    )
+    _write_ledger(session, user_id, change, reason, note=note, stripe_event_id=stripe_event_id)
     return change
 
 
@@ -271,9 +283,7 @@ def claw_back(
     )
     if change is None:
         raise NotFound("No such user.")
-    _write_ledger(
-        session, user_id, change, reason, note=note, stripe_event_id=stripe_event_id
-    )
+    _write_ledger(session, user_id, change, reason, note=note, stripe_event_id=stripe_event_id)
     return -change.purchased_delta
 
 
@@ -287,8 +297,8 @@ def change_plan(
     """Move a user to `plan_id` and adjust plan credits, with a `plan_change` row.
 
     An upgrade (a larger allowance) tops plan credits up to the new allowance at once; a
-    downgrade caps them at the new allowance. Purchased credits are never touched, and
-    the reset date stays the user's own.
+    downgrade caps them at the new allowance; the plan the user is already on changes
+    nothing. Purchased credits are never touched, and the reset date stays the user's own.
     """
     allowance = session.execute(
         select(plans.c.monthly_credits).where(plans.c.id == plan_id)
@@ -298,10 +308,15 @@ def change_plan(
     current_allowance = (
         select(plans.c.monthly_credits).where(plans.c.id == users.c.plan_id).scalar_subquery()
     )
+    # Only a real move changes credits: "changing" to the plan the user is already on
+    # (a replayed or renewed subscription event) must not refill them for free.
     new_plan_credits = case(
+        (users.c.plan_id == plan_id, users.c.plan_credits),
         (
             literal(allowance) >= current_allowance,
-            case((users.c.plan_credits < allowance, literal(allowance)), else_=users.c.plan_credits),
+            case(
+                (users.c.plan_credits < allowance, literal(allowance)), else_=users.c.plan_credits
+            ),
         ),
         else_=_smaller(users.c.plan_credits, allowance),
     )
@@ -336,11 +351,21 @@ def reset_due(session: Session, now: datetime | None = None, batch_size: int = 1
     return _reset_due_portable(session, now, batch_size)
 
 
+# The date rule is `next_reset_after` in SQL: m = whole calendar months from the old
+# date's month to now's month; the next date is old + m months if that is still in the
+# future, else old + (m + 1) months. (`age()` is not used: it counts Jan 31 -> Feb 28 as
+# 0 months, which gave a "next" date already in the past, and the user was reset twice.)
+# Month arithmetic runs on UTC wall-clock time whatever the server's TimeZone is, and
+# PostgreSQL clamps the day to the month's length exactly as `add_months` does.
 _RESET_SQL = text(
     """
     WITH due AS (
         SELECT u.id, u.plan_credits AS old_plan, u.purchased_credits AS purchased,
-               u.credits_reset_at AS old_reset_at
+               u.credits_reset_at AT TIME ZONE 'UTC' AS old_at,
+               ((extract(year FROM :now_utc) - extract(year FROM u.credits_reset_at
+                                                        AT TIME ZONE 'UTC')) * 12
+                + extract(month FROM :now_utc) - extract(month FROM u.credits_reset_at
+                                                          AT TIME ZONE 'UTC'))::int AS months
         FROM users u
         WHERE u.credits_reset_at <= :now
         ORDER BY u.credits_reset_at
@@ -350,10 +375,11 @@ _RESET_SQL = text(
     reset AS (
         UPDATE users u
         SET plan_credits = p.monthly_credits,
-            -- whole months past the old date, so the day of month stays the user's own
-            credits_reset_at = due.old_reset_at + make_interval(months =>
-                (extract(year FROM age(:now, due.old_reset_at)) * 12
-                 + extract(month FROM age(:now, due.old_reset_at)))::int + 1)
+            credits_reset_at = (CASE
+                WHEN due.old_at + make_interval(months => due.months) > :now_utc
+                    THEN due.old_at + make_interval(months => due.months)
+                ELSE due.old_at + make_interval(months => due.months + 1)
+            END) AT TIME ZONE 'UTC'
         FROM due, plans p
         WHERE u.id = due.id AND p.id = u.plan_id
         RETURNING u.id, u.plan_credits, due.old_plan, due.purchased
@@ -362,11 +388,17 @@ _RESET_SQL = text(
     SELECT id, plan_credits - old_plan, 'plan', 'monthly_reset', plan_credits + purchased, :now
     FROM reset
     """
+).bindparams(
+    bindparam("now", type_=TZDateTime),
+    bindparam("now_utc", type_=DateTime()),
+    bindparam("batch", type_=Integer()),
 )
 
 
 def _reset_due_postgresql(session: Session, now: datetime, batch_size: int) -> int:
-    return session.execute(_RESET_SQL, {"now": now, "batch": batch_size}).rowcount
+    now_utc = now.astimezone(UTC).replace(tzinfo=None)
+    params = {"now": now, "now_utc": now_utc, "batch": batch_size}
+    return session.execute(_RESET_SQL, params).rowcount
 
 
 def add_months(moment: datetime, months: int) -> datetime:
@@ -392,22 +424,27 @@ def next_reset_after(previous: datetime, now: datetime) -> datetime:
 def _reset_due_portable(session: Session, now: datetime, batch_size: int) -> int:
     # SQLite (the embedded dev default) has neither SKIP LOCKED nor make_interval; it
     # serialises writers, so a user-by-user batch under the write lock is equally safe.
+    # The allowance is read inside the UPDATE (not with the due list), so a plan change
+    # between the two statements cannot be overwritten by a stale allowance.
+    allowance = (
+        select(plans.c.monthly_credits).where(plans.c.id == users.c.plan_id).scalar_subquery()
+    )
     due = session.execute(
-        select(users.c.id, users.c.credits_reset_at, plans.c.monthly_credits)
-        .join(plans, plans.c.id == users.c.plan_id)
+        select(users.c.id, users.c.credits_reset_at)
         .where(users.c.credits_reset_at <= now)
         .order_by(users.c.credits_reset_at)
         .limit(batch_size)
     ).all()
-    for user_id, reset_at, allowance in due:
+    done = 0
+    for user_id, reset_at in due:
         change = _change_balance(
             session,
             user_id,
-            literal(allowance),
+            allowance,
             users.c.purchased_credits,
             users.c.credits_reset_at == reset_at,
         )
-        if change is None:
+        if change is None:  # someone else reset this user in the meantime
             continue
         session.execute(
             update(users)
@@ -415,7 +452,8 @@ def _reset_due_portable(session: Session, now: datetime, batch_size: int) -> int
             .values(credits_reset_at=next_reset_after(reset_at, now))
         )
         _write_ledger(session, user_id, change, "monthly_reset", always=True)
-    return len(due)
+        done += 1
+    return done
 
 
 @dataclass(frozen=True)
@@ -448,9 +486,7 @@ def audit(session: Session) -> list[AuditMismatch]:
     plan_sum = func.coalesce(sums.c.plan_sum, 0)
     purchased_sum = func.coalesce(sums.c.purchased_sum, 0)
     rows = session.execute(
-        select(
-            users.c.id, users.c.plan_credits, users.c.purchased_credits, plan_sum, purchased_sum
-        )
+        select(users.c.id, users.c.plan_credits, users.c.purchased_credits, plan_sum, purchased_sum)
         .select_from(users.outerjoin(sums, sums.c.user_id == users.c.id))
         .where((users.c.plan_credits != plan_sum) | (users.c.purchased_credits != purchased_sum))
         .order_by(users.c.id)

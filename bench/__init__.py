@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (not timed tests): `make bench` or `python -m bench`."""
