@@ -83,7 +83,14 @@ def _wait_for_end(session, user_id, task, wait_s: float):
     body=schemas.CreateTaskSchema,
     responses={202: schemas.TaskSchema, 200: schemas.TaskSchema},
     errors=(402, 409, 429),
-    headers=("Idempotency-Key", "Prefer"),
+    headers=(
+        # What _idempotency_key() accepts: 1..255 characters once blanks are stripped.
+        (
+            "Idempotency-Key",
+            {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": r"\S"},
+        ),
+        "Prefer",
+    ),
 )
 @authenticated
 def create_task(caller: Caller):
@@ -138,10 +145,22 @@ def list_tasks(caller: Caller):
 
 
 @blueprint.get("/api/tasks/<task_id>")
-@document("One task (poll this).", responses={200: schemas.TaskSchema}, errors=(404,))
+@document(
+    "One task (poll this).",
+    description="Prefer: wait=N (<= 60) long-polls: the answer comes when the task ends "
+    "or N seconds pass.",
+    responses={200: schemas.TaskSchema},
+    errors=(404,),
+    headers=("Prefer",),
+)
 @authenticated
 def get_task(caller: Caller, task_id: str):
-    return schemas.task_json(tasks.get_task(db_session(), caller.user_id, task_id))
+    wait_s = _prefer_wait()
+    session = db_session()
+    task = tasks.get_task(session, caller.user_id, task_id)
+    if wait_s:
+        task = _wait_for_end(session, caller.user_id, task, wait_s)
+    return schemas.task_json(task)
 
 
 @blueprint.post("/api/tasks/<task_id>/cancel")

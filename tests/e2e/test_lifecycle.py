@@ -203,3 +203,10 @@ def test_soft_time_limit_fails_and_refunds(live_client, auth, celery_worker, dat
     assert done["error"]["code"] == "time_limit"
     assert balance(live_client, auth) == 10
     assert_audit_clean(database)
+
+
+def test_get_with_prefer_wait_long_polls_until_the_end(live_client, auth, celery_worker):
+    task = submit(live_client, auth, {"steps": 5, "step_seconds": 0.1})
+    response = live_client.get(f"/api/tasks/{task['id']}", headers=auth(Prefer="wait=20"))
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "succeeded"
