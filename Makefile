@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: install run test lint format bench soak clean
 
 $(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "StudioX needs Python 3.11+; try: make run PYTHON=python3.12"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
 	@$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -14,8 +16,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# API + worker + beat (Procfile.dev) on SQLite and a filesystem broker under var/, or on
+# DATABASE_URL / CELERY_BROKER_URL when set. PORT (3000) picks the port; Ctrl-C stops all.
 run: $(STAMP)
-	@$(BIN)/python -m shared.devserver
+	@$(BIN)/python -m api.devserver
 
 test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -30,6 +34,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	@$(BIN)/python -m bench
+
+# Minutes of mixed traffic under chaos (not in CI): SOAK_SECONDS=300 by default.
+soak: $(STAMP)
+	@$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf var .pytest_cache

@@ -28,15 +28,18 @@ class StudioX:
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from api import auth, cli, db, errors, health, middleware, openapi
+    from api import auth, cli, db, errors, health, metrics, middleware, openapi, ratelimit
     from api.billing.views import blueprint as billing_bp
     from api.queue import make_producer, sender
+    from api.tasks.artifacts import blueprint as artifacts_bp
     from api.tasks.views import blueprint as tasks_bp
+    from api.users import api_keys
     from api.users.views import blueprint as users_bp
     from shared import outbox
     from shared.logging import configure_logging
 
     settings = settings or Settings.from_env()
+    settings.check_safe()  # e.g. no AUTH_MODE=dev in production
     configure_logging(settings, "api")
     registry.load_plugins(settings.task_type_plugins)
 
@@ -51,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         verifier=auth.TokenVerifier(settings),
         producer=producer,
         send=sender(producer),
+        api_key_resolver=api_keys.resolve_api_key,
     )
     outbox.install(database.sessionmaker, lambda message: ext.send(message))
 
@@ -65,8 +69,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     db.init_app(app)
     middleware.init_app(app)
+    ratelimit.init_app(app)  # after middleware: a 429 still gets a request id and a log line
+    metrics.init_app(app)
     errors.register_error_handlers(app)
-    for blueprint in (health.blueprint, users_bp, billing_bp, tasks_bp, openapi.blueprint):
+    for blueprint in (health.blueprint, users_bp, billing_bp, tasks_bp, artifacts_bp, openapi.blueprint):
         app.register_blueprint(blueprint)
+    app.register_blueprint(api_keys.blueprint)
     cli.init_app(app)
     return app

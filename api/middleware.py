@@ -1,4 +1,5 @@
-"""Per-request plumbing: request ids, one access-log line per request, security headers."""
+"""Per-request plumbing: request ids, one access-log line (and the request metrics) per
+request, security headers, and the client address behind trusted proxies."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import time
 import uuid
 
 from flask import Flask, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from api import metrics
 from shared.logging import request_id_var
 
 access_log = logging.getLogger("studiox.access")
@@ -24,6 +27,13 @@ SECURITY_HEADERS = {
 
 
 def init_app(app: Flask) -> None:
+    proxies = app.extensions["studiox"].settings.trusted_proxy_count
+    if proxies:
+        # Only as many X-Forwarded-* hops as there are proxies we run: a client can
+        # prepend any address it likes, so trusting more would let it pick its own IP
+        # (and escape per-IP rate limits).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
+
     @app.before_request
     def _start():
         incoming = request.headers.get("X-Request-ID", "")
@@ -37,10 +47,19 @@ def init_app(app: Flask) -> None:
         response.headers["X-Request-ID"] = request_id
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if request.is_secure:  # HTTPS as seen by the client (X-Forwarded-Proto via ProxyFix)
+            response.headers.setdefault(
+                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
+            )
         if request.path != "/docs":
-            response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+            response.headers.setdefault(
+                "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"
+            )
         started = g.get("request_started")
         duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
+        # The route template, not the path: one series per endpoint, whatever the ids.
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.observe_request(request.method, route, response.status_code, duration_ms / 1000)
         access_log.info(
             "%s %s %s %.1fms",
             request.method,

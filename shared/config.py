@@ -155,7 +155,11 @@ class Settings:
             port=int(get("PORT", defaults.port)),
             environment=get("STUDIOX_ENV", defaults.environment),
             log_level=get("LOG_LEVEL", defaults.log_level).upper(),
-            log_format=get("LOG_FORMAT", defaults.log_format),
+            # JSON lines in production unless asked otherwise; readable text elsewhere.
+            log_format=get(
+                "LOG_FORMAT",
+                "json" if get("STUDIOX_ENV", defaults.environment) == "production" else "text",
+            ),
             auth_mode=get("AUTH_MODE", defaults.auth_mode),
             dev_jwt_secret=get("DEV_JWT_SECRET", defaults.dev_jwt_secret),
             clerk_secret_key=get("CLERK_SECRET_KEY", None),
