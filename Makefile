@@ -25,12 +25,12 @@ test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	@$(BIN)/ruff check api workers shared tests bench
-	@$(BIN)/ruff format --check api workers shared tests bench
+	@$(BIN)/ruff check api workers shared tests bench studiox_client
+	@$(BIN)/ruff format --check api workers shared tests bench studiox_client
 
 format: $(STAMP)
-	@$(BIN)/ruff format api workers shared tests bench
-	@$(BIN)/ruff check --fix api workers shared tests bench
+	@$(BIN)/ruff format api workers shared tests bench studiox_client
+	@$(BIN)/ruff check --fix api workers shared tests bench studiox_client
 
 bench: $(STAMP)
 	@$(BIN)/python -m bench

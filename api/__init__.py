@@ -72,7 +72,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     ratelimit.init_app(app)  # after middleware: a 429 still gets a request id and a log line
     metrics.init_app(app)
     errors.register_error_handlers(app)
-    for blueprint in (health.blueprint, users_bp, billing_bp, tasks_bp, artifacts_bp, openapi.blueprint):
+    for blueprint in (
+        health.blueprint,
+        users_bp,
+        billing_bp,
+        tasks_bp,
+        artifacts_bp,
+        openapi.blueprint,
+    ):
         app.register_blueprint(blueprint)
     app.register_blueprint(api_keys.blueprint)
     cli.init_app(app)

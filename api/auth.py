@@ -17,7 +17,7 @@ import httpx
 import jwt
 from flask import current_app, request
 
-from api.db import db_session
+from api.db import db_session, retry_transient_conflicts
 from api.errors import ApiError
 from shared.accounts import service as accounts
 from shared.config import Settings
@@ -91,7 +91,9 @@ class TokenVerifier:
         self.pem_key = None
         if settings.clerk_jwt_key:
             pem = settings.clerk_jwt_key.replace("\\n", "\n")
-            self.pem_key = jwt.algorithms.RSAAlgorithm(jwt.algorithms.RSAAlgorithm.SHA256).prepare_key(pem)
+            self.pem_key = jwt.algorithms.RSAAlgorithm(
+                jwt.algorithms.RSAAlgorithm.SHA256
+            ).prepare_key(pem)
 
     def verify(self, token: str) -> Identity:
         if self.mode == "dev":
@@ -197,6 +199,7 @@ def authenticated(view):
     """Pass the verified, provisioned caller to the view as `caller`."""
 
     @functools.wraps(view)
+    @retry_transient_conflicts
     def wrapper(*args, **kwargs):
         return view(*args, caller=current_caller(), **kwargs)
 
@@ -204,8 +207,13 @@ def authenticated(view):
     return wrapper
 
 
-def make_dev_token(settings: Settings, sub: str, email: str | None = None,
-                   name: str | None = None, ttl_s: int = 30 * 24 * 3600) -> str:
+def make_dev_token(
+    settings: Settings,
+    sub: str,
+    email: str | None = None,
+    name: str | None = None,
+    ttl_s: int = 30 * 24 * 3600,
+) -> str:
     now = int(time.time())
     claims = {"sub": sub, "iat": now, "exp": now + ttl_s}
     if email:

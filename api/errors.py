@@ -49,15 +49,22 @@ CODE_OF_STATUS = {
 class ApiError(Exception):
     """An error raised by the HTTP layer itself (auth, request parsing)."""
 
-    def __init__(self, status: int, code: str, message: str, details: dict | None = None,
-                 headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.details, self.headers = details, headers or {}
 
 
-def error_response(status: int, code: str, message: str, details: dict | None = None,
-                   headers: dict | None = None):
+def error_response(
+    status: int, code: str, message: str, details: dict | None = None, headers: dict | None = None
+):
     body = {"code": code, "message": message}
     if details:
         body["details"] = details
@@ -96,8 +103,11 @@ def register_error_handlers(app: Flask) -> None:
     def _database_down(exc):
         log.warning("database unavailable: %s", str(exc).splitlines()[0][:300])
         return error_response(
-            503, "service_unavailable", "The database is unavailable; try again shortly.",
-            {"dependency": "database"}, {"Retry-After": "5"},
+            503,
+            "service_unavailable",
+            "The database is unavailable; try again shortly.",
+            {"dependency": "database"},
+            {"Retry-After": "5"},
         )
 
     @app.errorhandler(Exception)
@@ -107,6 +117,8 @@ def register_error_handlers(app: Flask) -> None:
         request_id = getattr(g, "request_id", None)
         log.exception("unhandled error (request_id=%s)", request_id)
         return error_response(
-            500, "internal_error", "Something went wrong on our side.",
+            500,
+            "internal_error",
+            "Something went wrong on our side.",
             {"request_id": request_id},
         )

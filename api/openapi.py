@@ -31,8 +31,18 @@ ERROR_STATUSES = {
 }
 
 
-def document(summary: str, *, tags=(), body=None, query=None, responses=None, errors=(),
-             headers=(), description: str | None = None, raw_body: dict | None = None):
+def document(
+    summary: str,
+    *,
+    tags=(),
+    body=None,
+    query=None,
+    responses=None,
+    errors=(),
+    headers=(),
+    description: str | None = None,
+    raw_body: dict | None = None,
+):
     """Attach OpenAPI metadata to a view. `responses` maps status -> schema (or None)."""
 
     def wrap(view):
@@ -62,8 +72,10 @@ def build_spec(app: Flask) -> dict:
         version="1.0.0",
         openapi_version="3.0.3",
         plugins=[MarshmallowPlugin()],
-        info={"description": "AI tasks paid with credits. Errors always have the shape "
-              '{"error": {"code", "message", "details"}}.'},
+        info={
+            "description": "AI tasks paid with credits. Errors always have the shape "
+            '{"error": {"code", "message", "details"}}.'
+        },
     )
     spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT or API key"}
@@ -97,11 +109,16 @@ def _operation(rule, method: str, view, meta) -> dict:
     if meta["query"] is not None:
         params.append({"in": "query", "schema": meta["query"]})
     for header in meta["headers"]:
-        params.append({"in": "header", "name": header, "required": False, "schema": {"type": "string"}})
+        # A name, or (name, schema) when the view enforces more than "a string".
+        name, schema = header if isinstance(header, tuple) else (header, {"type": "string"})
+        params.append({"in": "header", "name": name, "required": False, "schema": schema})
     if params:
         op["parameters"] = params
     if meta["body"] is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": meta["body"]}}}
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": meta["body"]}},
+        }
     elif meta["raw_body"] is not None:
         op["requestBody"] = meta["raw_body"]
     responses = {}
@@ -117,15 +134,19 @@ def _operation(rule, method: str, view, meta) -> dict:
         error_statuses.add(422)
     if getattr(view, "_auth_required", False):
         op["security"] = [{"bearer": []}]
-        error_statuses.add(401)
+        # Authenticating looks the caller up in the database: 503 when it is down.
+        error_statuses |= {401, 503}
     if meta["body"] is not None or meta["raw_body"] is not None:
         error_statuses |= {400, 413, 415}
     error_statuses.add(429)
     for status in sorted(error_statuses):
-        responses.setdefault(str(status), {
-            "description": ERROR_STATUSES.get(status, "Error"),
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        })
+        responses.setdefault(
+            str(status),
+            {
+                "description": ERROR_STATUSES.get(status, "Error"),
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            },
+        )
     op["responses"] = responses
     return op
 

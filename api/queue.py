@@ -16,7 +16,9 @@ log = logging.getLogger("studiox.queue")
 
 def make_producer(settings: Settings) -> Celery:
     app = Celery("studiox-api", set_as_current=False)
-    app.conf.update(celery_config(settings, visibility_timeout_s=2 * registry.longest_time_limit_s()))
+    app.conf.update(
+        celery_config(settings, visibility_timeout_s=2 * registry.longest_time_limit_s())
+    )
     return app
 
 

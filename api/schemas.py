@@ -44,8 +44,12 @@ def load_json(schema: Schema, *, allow_empty: bool = False) -> dict:
         if data is None:
             raise ApiError(400, "bad_request", "The body is not valid JSON.")
     if not isinstance(data, dict):
-        raise ApiError(422, "validation_error", "The body must be a JSON object.",
-                       {"body": ["Must be an object."]})
+        raise ApiError(
+            422,
+            "validation_error",
+            "The body must be a JSON object.",
+            {"body": ["Must be an object."]},
+        )
     return load(schema, data)
 
 
@@ -53,7 +57,29 @@ def load_query(schema: Schema) -> dict:
     return load(schema, request.args.to_dict())
 
 
+def _nul_fields(value, path: str = "") -> list[str]:
+    """Where NUL characters hide in parsed JSON (keys too): PostgreSQL text and jsonb
+    cannot store them, so they would fail as a DataError (a 500) deep in a service."""
+    if isinstance(value, str):
+        return [path or "body"] if "\x00" in value else []
+    if isinstance(value, dict):
+        found = []
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            found += [where] if "\x00" in str(key) else _nul_fields(item, where)
+        return found
+    if isinstance(value, list):
+        return [f for i, item in enumerate(value) for f in _nul_fields(item, f"{path}.{i}")]
+    return []
+
+
 def load(schema: Schema, data: dict) -> dict:
+    nul = _nul_fields(data)
+    if nul:
+        raise ValidationFailed(
+            "The request is not valid.",
+            {f: ["Must not contain NUL (\\u0000) characters."] for f in nul},
+        )
     try:
         return schema.load(data)
     except ValidationError as err:

@@ -57,12 +57,13 @@ async def _run(url, bodies, headers_list, concurrency, duration_s, rate):
     parts = urlsplit(url)
     host, port, path = parts.hostname, parts.port, parts.path
     raws = []
-    for body, headers in zip(bodies, headers_list):
+    for body, headers in zip(bodies, headers_list, strict=True):
         data = json.dumps(body).encode()
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         raws.append(
             f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n{head}\r\n".encode() + data
+            f"Content-Length: {len(data)}\r\n{head}\r\n".encode()
+            + data
         )
     requests = itertools.cycle(raws)
     latencies, statuses = [], {}
@@ -72,10 +73,12 @@ async def _run(url, bodies, headers_list, concurrency, duration_s, rate):
     if rate:
         ticket = itertools.count()
         pace = lambda: start + next(ticket) / rate  # noqa: E731  (the schedule of an open loop)
-    await asyncio.gather(*(
-        _connection(host, port, requests, deadline, latencies, statuses, pace)
-        for _ in range(concurrency)
-    ))
+    await asyncio.gather(
+        *(
+            _connection(host, port, requests, deadline, latencies, statuses, pace)
+            for _ in range(concurrency)
+        )
+    )
     elapsed = time.perf_counter() - start
     latencies.sort()
     return {
@@ -92,12 +95,21 @@ def _child(queue, *args):
     queue.put(asyncio.run(_run(*args)))
 
 
-def run_load(url: str, bodies: list[dict], headers: list[dict], *, concurrency: int,
-             duration_s: float, rate: float | None = None) -> dict:
+def run_load(
+    url: str,
+    bodies: list[dict],
+    headers: list[dict],
+    *,
+    concurrency: int,
+    duration_s: float,
+    rate: float | None = None,
+) -> dict:
     """POST the bodies (cycled) to `url`; returns rps, p50/p95/p99 latency and statuses."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue, url, bodies, headers, concurrency, duration_s, rate))
+    proc = ctx.Process(
+        target=_child, args=(queue, url, bodies, headers, concurrency, duration_s, rate)
+    )
     proc.start()
     result = queue.get(timeout=duration_s + 120)
     proc.join(30)

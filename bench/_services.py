@@ -67,8 +67,14 @@ class Service:
     def __init__(self, argv: list[str], env: dict[str, str], log: Path):
         self.log = log
         self.handle = log.open("ab")
-        self.proc = subprocess.Popen(argv, env=env, cwd=PROJECT_ROOT, stdout=self.handle,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def children(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
@@ -88,8 +94,16 @@ class Service:
 @contextmanager
 def gunicorn(settings: Settings, workdir: Path, **env) -> Iterator[tuple[str, Service]]:
     port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
-            "--bind", f"127.0.0.1:{port}", "api:create_app()"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "gunicorn.conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "api:create_app()",
+    ]
     service = Service(argv, process_env(settings, PORT=port, **env), workdir / "gunicorn.log")
     base = f"http://127.0.0.1:{port}"
     try:
@@ -109,12 +123,26 @@ def gunicorn(settings: Settings, workdir: Path, **env) -> Iterator[tuple[str, Se
 
 
 @contextmanager
-def celery_worker(settings: Settings, workdir: Path, concurrency: int = 2,
-                  **env) -> Iterator[Service]:
-    argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-            "--loglevel=INFO", f"--concurrency={concurrency}", "-Q", "studiox",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-n", f"bench{os.getpid()}-{time.monotonic_ns()}@%h"]
+def celery_worker(
+    settings: Settings, workdir: Path, concurrency: int = 2, **env
+) -> Iterator[Service]:
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "--loglevel=INFO",
+        f"--concurrency={concurrency}",
+        "-Q",
+        "studiox",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-n",
+        f"bench{os.getpid()}-{time.monotonic_ns()}@%h",
+    ]
     service = Service(argv, process_env(settings, LOG_LEVEL="INFO", **env), workdir / "worker.log")
     try:
         deadline = time.monotonic() + 30

@@ -91,49 +91,100 @@ def pgbench(dbname: str, clients: int, workdir: Path) -> float:
     script = workdir / "create.sql"
     script.write_text(PGBENCH_SCRIPT.format(users=USERS))
     out = subprocess.run(
-        ["pgbench", "-n", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, "-c", str(clients),
-         "-j", str(min(clients, 2)), "-T", str(int(DURATION_S)), "-f", str(script), dbname],
-        capture_output=True, text=True, check=True,
+        [
+            "pgbench",
+            "-n",
+            "-h",
+            PG_HOST,
+            "-p",
+            str(PG_PORT),
+            "-U",
+            PG_USER,
+            "-c",
+            str(clients),
+            "-j",
+            str(min(clients, 2)),
+            "-T",
+            str(int(DURATION_S)),
+            "-f",
+            str(script),
+            dbname,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return float(re.search(r"tps = ([\d.]+)", out).group(1))
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp, throwaway_database("create") as db, \
-            redis_database() as broker:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        throwaway_database("create") as db,
+        redis_database() as broker,
+    ):
         workdir = Path(tmp)
-        settings = db.settings(broker_url=broker, auth_mode="dev",
-                               dev_jwt_secret="bench-secret-0123456789abcdef0123456789",
-                               storage_url=f"file://{workdir}/artifacts")
+        settings = db.settings(
+            broker_url=broker,
+            auth_mode="dev",
+            dev_jwt_secret="bench-secret-0123456789abcdef0123456789",
+            storage_url=f"file://{workdir}/artifacts",
+        )
         seed(db.dsn)
         ceiling = {c: pgbench(db.name, c, workdir) for c in CLIENTS}
         body = {"type": "image_analysis", "input": {"image_url": "https://example.com/a.png"}}
-        headers = [{"Authorization": f"Bearer {make_dev_token(settings, f'bench_{i}')}"}
-                   for i in range(1, USERS + 1)]
+        headers = [
+            {"Authorization": f"Bearer {make_dev_token(settings, f'bench_{i}')}"}
+            for i in range(1, USERS + 1)
+        ]
         with gunicorn(settings, workdir, RATE_LIMIT="1000000 per second") as (base, server):
             url = base + "/api/tasks"
             run_load(url, [body] * USERS, headers, concurrency=4, duration_s=2)  # warm up
             rows, peak = [], 0.0
             for clients in CLIENTS:
-                r = run_load(url, [body] * USERS, headers, concurrency=clients, duration_s=DURATION_S)
+                r = run_load(
+                    url, [body] * USERS, headers, concurrency=clients, duration_s=DURATION_S
+                )
                 bad = {k: v for k, v in r["statuses"].items() if k != 202}
                 peak = max(peak, r["rps"])
-                rows.append([clients, r["rps"], r["p50_ms"], r["p95_ms"], r["p99_ms"],
-                             ceiling[clients], f"{100 * r['rps'] / ceiling[clients]:.0f}%",
-                             str(bad or "-")])
-            half = run_load(url, [body] * USERS, headers, concurrency=32, duration_s=DURATION_S,
-                            rate=peak / 2)
+                rows.append(
+                    [
+                        clients,
+                        r["rps"],
+                        r["p50_ms"],
+                        r["p95_ms"],
+                        r["p99_ms"],
+                        ceiling[clients],
+                        f"{100 * r['rps'] / ceiling[clients]:.0f}%",
+                        str(bad or "-"),
+                    ]
+                )
+            half = run_load(
+                url, [body] * USERS, headers, concurrency=32, duration_s=DURATION_S, rate=peak / 2
+            )
             worker_rss = max(rss_mb(pid) for pid in server.children())
         print_table(
             "POST /api/tasks through gunicorn vs pgbench replaying its SQL (same run)",
-            ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "pgbench TPS", "of ceiling",
-             "non-202"],
+            [
+                "clients",
+                "req/s",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "pgbench TPS",
+                "of ceiling",
+                "non-202",
+            ],
             rows,
         )
-        print(f"\n  at half the peak rate ({peak / 2:,.0f} req/s, open loop): "
-              f"p50 {half['p50_ms']:.1f} ms, p99 {half['p99_ms']:.1f} ms (target <= 50 ms)")
-        print(f"  peak RSS of a gunicorn worker after the load: {worker_rss:.0f} MB "
-              "(target <= 120 MB)")
+        print(
+            f"\n  at half the peak rate ({peak / 2:,.0f} req/s, open loop): "
+            f"p50 {half['p50_ms']:.1f} ms, p99 {half['p99_ms']:.1f} ms (target <= 50 ms)"
+        )
+        print(
+            f"  peak RSS of a gunicorn worker after the load: {worker_rss:.0f} MB "
+            "(target <= 120 MB)"
+        )
 
 
 if __name__ == "__main__":

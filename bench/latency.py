@@ -55,8 +55,12 @@ def bare_round_trips(broker: str, n: int) -> list[float]:
     """`studiox.ping` (a no-op) through the same broker and worker, with a
     Redis result backend so `.get()` can wait for it."""
     app = Celery("bench", broker=broker, backend=broker)
-    app.conf.update(task_default_queue="studiox", task_serializer="json",
-                    accept_content=["json"], result_serializer="json")
+    app.conf.update(
+        task_default_queue="studiox",
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+    )
     samples = []
     for _ in range(n):
         started = time.perf_counter()
@@ -66,15 +70,24 @@ def bare_round_trips(broker: str, n: int) -> list[float]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp, throwaway_database("latency") as db, \
-            redis_database() as broker:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        throwaway_database("latency") as db,
+        redis_database() as broker,
+    ):
         workdir = Path(tmp)
-        settings = db.settings(broker_url=broker, auth_mode="dev",
-                               dev_jwt_secret="bench-secret-0123456789abcdef0123456789",
-                               storage_url=f"file://{workdir}/artifacts", result_backend=broker)
+        settings = db.settings(
+            broker_url=broker,
+            auth_mode="dev",
+            dev_jwt_secret="bench-secret-0123456789abcdef0123456789",
+            storage_url=f"file://{workdir}/artifacts",
+            result_backend=broker,
+        )
         env = {"CELERY_RESULT_BACKEND": broker}
-        with gunicorn(settings, workdir, RATE_LIMIT="1000000 per second") as (base, _), \
-                celery_worker(settings, workdir, **env):
+        with (
+            gunicorn(settings, workdir, RATE_LIMIT="1000000 per second") as (base, _),
+            celery_worker(settings, workdir, **env),
+        ):
             token = make_dev_token(settings, "latency_user")
             headers = {"Authorization": f"Bearer {token}", "Prefer": "wait=10"}
             body = {"type": "image_analysis", "input": {"image_base64": small_png()}}
@@ -95,9 +108,11 @@ def main() -> None:
         print_table(
             f"submit -> succeeded, {SAMPLES} samples (idle worker, 2 processes)",
             ["path", "p50 ms", "p95 ms", "p99 ms"],
-            [["POST /api/tasks image_analysis 64x64 (Prefer: wait)", *task_p],
-             ["bare Celery delay().get() no-op", *bare_p],
-             ["ratio (task / bare)", *(t / b for t, b in zip(task_p, bare_p))]],
+            [
+                ["POST /api/tasks image_analysis 64x64 (Prefer: wait)", *task_p],
+                ["bare Celery delay().get() no-op", *bare_p],
+                ["ratio (task / bare)", *(t / b for t, b in zip(task_p, bare_p, strict=True))],
+            ],
         )
         print(f"  outcomes: {sorted(statuses)}  (targets: p50 <= 50 ms, p99 <= 200 ms)")
 

@@ -33,8 +33,12 @@ TASKS = 1000
 
 def queue_tasks(settings, producer: Celery, n: int) -> None:
     database = Database(settings)
-    install(database.sessionmaker, lambda m: producer.send_task(
-        m.name, args=m.args, task_id=m.task_id, headers=m.headers or None))
+    install(
+        database.sessionmaker,
+        lambda m: producer.send_task(
+            m.name, args=m.args, task_id=m.task_id, headers=m.headers or None
+        ),
+    )
     with database.session_scope() as session:
         user_id, _ = provision(session, "worker_bench")
         credits.grant(session, user_id, n, "admin_grant")
@@ -54,8 +58,9 @@ def wait_until_done(settings, n: int, timeout: float = 300) -> float:
     try:
         while time.perf_counter() - started < timeout:
             with database.session_scope() as session:
-                done = session.execute(select(func.count()).select_from(Task)
-                                       .where(Task.status.in_(TERMINAL_STATUSES))).scalar_one()
+                done = session.execute(
+                    select(func.count()).select_from(Task).where(Task.status.in_(TERMINAL_STATUSES))
+                ).scalar_one()
             if done >= n:
                 return time.perf_counter() - started
             time.sleep(0.05)
@@ -78,8 +83,11 @@ def bare_rate(settings, workdir: Path, broker: str, n: int) -> float:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp, throwaway_database("worker") as db, \
-            redis_database() as broker:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        throwaway_database("worker") as db,
+        redis_database() as broker,
+    ):
         workdir = Path(tmp)
         (workdir / "bare").mkdir()
         settings = db.settings(broker_url=broker, storage_url=f"file://{workdir}/artifacts")
@@ -92,17 +100,27 @@ def main() -> None:
             seconds = wait_until_done(settings, TASKS)
             child_rss = max(rss_mb(pid) for pid in worker.children())
         with Database(settings).session_scope() as session:
-            outcomes = dict(session.execute(select(Task.status, func.count()).group_by(Task.status)).all())
+            outcomes = dict(
+                session.execute(select(Task.status, func.count()).group_by(Task.status)).all()
+            )
         real = TASKS / seconds
         bare = bare_rate(settings, workdir, broker, TASKS)
         print_table(
             f"tasks/s finished by 2 worker processes ({TASKS} queued first)",
             ["workload", "tasks/s", "of bare"],
-            [["image_analysis 64x64 (claim, run, store, finish)", real, f"{100 * real / bare:.0f}%"],
-             ["bare Celery no-op (acks_late, prefetch 1)", bare, "100%"]],
+            [
+                [
+                    "image_analysis 64x64 (claim, run, store, finish)",
+                    real,
+                    f"{100 * real / bare:.0f}%",
+                ],
+                ["bare Celery no-op (acks_late, prefetch 1)", bare, "100%"],
+            ],
         )
-        print(f"  outcomes: {outcomes}; peak RSS of a worker child: {child_rss:.0f} MB "
-              "(target <= 250 MB; target rate >= 50% of bare)")
+        print(
+            f"  outcomes: {outcomes}; peak RSS of a worker child: {child_rss:.0f} MB "
+            "(target <= 250 MB; target rate >= 50% of bare)"
+        )
 
 
 if __name__ == "__main__":

@@ -105,7 +105,9 @@ def db_session(app, database, sent):
         yield session
     finally:
         session.close()
-        database.sessionmaker.configure(bind=database.engine, join_transaction_mode="conditional_savepoint")
+        database.sessionmaker.configure(
+            bind=database.engine, join_transaction_mode="conditional_savepoint"
+        )
         outer.rollback()
         connection.close()
 

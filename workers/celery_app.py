@@ -49,7 +49,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
     configure_logging(settings, "worker")
     registry.load_plugins(settings.task_type_plugins)
     app = Celery("studiox")
-    app.conf.update(celery_config(settings, visibility_timeout_s=2 * registry.longest_time_limit_s()))
+    app.conf.update(
+        celery_config(settings, visibility_timeout_s=2 * registry.longest_time_limit_s())
+    )
     app.conf.beat_schedule = beat_schedule(settings)
     app.conf.include = ["workers.tasks"]
     app.studiox = WorkerState(settings)

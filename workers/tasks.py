@@ -61,7 +61,9 @@ class LeaseKeeper(threading.Thread):
         while not self.stopped.wait(interval):
             try:
                 with _db().session_scope() as session:
-                    if not lifecycle.record_progress(session, self.task_id, self.progress, self.lease_s):
+                    if not lifecycle.record_progress(
+                        session, self.task_id, self.progress, self.lease_s
+                    ):
                         self.ctx.canceled.set()
             except Exception:  # a blip: the next renewal tries again
                 log.warning("lease renewal failed", exc_info=True)
@@ -129,7 +131,9 @@ def _run_claimed(celery_task, claimed, settings, lease_s: int) -> str | None:
         log.info("canceled")
         return "canceled"
     except SoftTimeLimitExceeded:
-        return _fail(claimed.id, "time_limit", f"The task ran longer than {task_type.soft_time_limit_s} s.")
+        return _fail(
+            claimed.id, "time_limit", f"The task ran longer than {task_type.soft_time_limit_s} s."
+        )
     except TransientError as exc:
         if claimed.attempts < task_type.max_attempts:
             delay = min(RETRY_BASE_S * 2 ** (claimed.attempts - 1), RETRY_MAX_S)
@@ -139,7 +143,9 @@ def _run_claimed(celery_task, claimed, settings, lease_s: int) -> str | None:
                 log.warning("transient error, retrying in %.0fs: %s", delay, exc.message)
                 raise celery_task.retry(countdown=delay, max_retries=None) from None
             return None
-        return _fail(claimed.id, exc.code, f"{exc.message} (gave up after {claimed.attempts} attempts)")
+        return _fail(
+            claimed.id, exc.code, f"{exc.message} (gave up after {claimed.attempts} attempts)"
+        )
     except PermanentError as exc:
         return _fail(claimed.id, exc.code, exc.message)
     except Exception as exc:

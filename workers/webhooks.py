@@ -54,8 +54,13 @@ def deliver(session: Session, task_id: uuid.UUID, status: str, settings: Setting
         "webhook-signature": sign(secret, msg_id, timestamp, body),
     }
     try:
-        response = httpx.post(task.webhook_url, content=body, headers=headers,
-                              timeout=settings.webhook_timeout_s, follow_redirects=False)
+        response = httpx.post(
+            task.webhook_url,
+            content=body,
+            headers=headers,
+            timeout=settings.webhook_timeout_s,
+            follow_redirects=False,
+        )
     except httpx.HTTPError as exc:
         log.warning("webhook %s to %s failed: %s", msg_id, task.webhook_url, exc)
         return False

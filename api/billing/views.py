@@ -27,7 +27,9 @@ def _checkout_json(started: billing.CheckoutStarted) -> dict:
 
 
 @blueprint.get("/plans")
-@document("The plans and the credit packs for sale.", responses={200: schemas.PlansSchema})
+@document(
+    "The plans and the credit packs for sale.", responses={200: schemas.PlansSchema}, errors=(503,)
+)
 def plans():
     return {
         "plans": [schemas.plan_json(plan) for plan in list_plans(db_session())],

@@ -3,8 +3,8 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, fields, validate
 
 from api.schemas import PageQuerySchema
-from shared.tasks.representation import task_json  # noqa: F401  (re-exported for views)
 from shared.tasks.models import STATUSES
+from shared.tasks.representation import task_json  # noqa: F401  (re-exported for views)
 from shared.tasks.service import WEBHOOK_EVENTS
 
 
@@ -15,7 +15,10 @@ class CreateTaskSchema(Schema):
     type = fields.String(required=True, validate=validate.Length(min=1, max=64))
     input = fields.Dict(required=True)
     webhook_url = fields.Url(
-        schemes={"http", "https"}, require_tld=False, load_default=None, allow_none=True,
+        schemes={"http", "https"},
+        require_tld=False,
+        load_default=None,
+        allow_none=True,
         validate=validate.Length(max=2048),
     )
     webhook_events = fields.List(

@@ -32,8 +32,12 @@ def _prefer_wait() -> float:
             try:
                 return max(0.0, min(float(value.strip()), MAX_WAIT_S))
             except ValueError:
-                raise ApiError(422, "validation_error", "Prefer: wait=<seconds> takes a number.",
-                               {"Prefer": ["wait must be a number of seconds."]}) from None
+                raise ApiError(
+                    422,
+                    "validation_error",
+                    "Prefer: wait=<seconds> takes a number.",
+                    {"Prefer": ["wait must be a number of seconds."]},
+                ) from None
     return 0.0
 
 
@@ -43,9 +47,12 @@ def _idempotency_key() -> str | None:
         return None
     key = key.strip()
     if not key or len(key) > IDEMPOTENCY_KEY_MAX:
-        raise ApiError(422, "validation_error",
-                       f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters.",
-                       {"Idempotency-Key": ["Invalid length."]})
+        raise ApiError(
+            422,
+            "validation_error",
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters.",
+            {"Idempotency-Key": ["Invalid length."]},
+        )
     return key
 
 
@@ -189,8 +196,10 @@ def _input_schema_json(schema_cls) -> dict:
 
 
 @blueprint.get("/api/task-types")
-@document("The task types: cost in credits, input schema, description.",
-          responses={200: schemas.TaskTypesSchema})
+@document(
+    "The task types: cost in credits, input schema, description.",
+    responses={200: schemas.TaskTypesSchema},
+)
 def task_types():
     return {
         "items": [

@@ -81,4 +81,3 @@ def webhook_secret(caller: Caller):
     secret = accounts.webhook_secret(session, caller.user_id)
     session.commit()
     return {"secret": secret, "scheme": "standard-webhooks-v1"}
-

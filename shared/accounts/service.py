@@ -110,6 +110,4 @@ def webhook_secret(session: Session, user_id: uuid.UUID) -> str:
         .where(users.c.id == user_id, users.c.webhook_secret.is_(None))
         .values(webhook_secret=secret)
     )
-    return session.execute(
-        select(users.c.webhook_secret).where(users.c.id == user_id)
-    ).scalar_one()
+    return session.execute(select(users.c.webhook_secret).where(users.c.id == user_id)).scalar_one()

@@ -129,6 +129,31 @@ def _change_balance(
     return BalanceChange(before[0], before[1], after[0], after[1])
 
 
+def _add_to_balance(
+    session: Session, user_id: uuid.UUID, plan_add: int, purchased_add: int
+) -> BalanceChange | None:
+    """Add fixed amounts to both buckets in one plain UPDATE (refunds, grants).
+
+    "Before" is "after" minus what was added, so no sub-select is needed: the row is locked
+    once, by the UPDATE itself. (The self-join of `_change_balance` takes the row lock
+    twice in one statement, and two transactions that already hold or wait for the row —
+    a sweeper refunding several tasks of one user, say — could deadlock on that.)
+    """
+    row = session.execute(
+        update(users)
+        .where(users.c.id == user_id)
+        .values(
+            plan_credits=users.c.plan_credits + plan_add,
+            purchased_credits=users.c.purchased_credits + purchased_add,
+        )
+        .returning(users.c.plan_credits, users.c.purchased_credits)
+    ).first()
+    if row is None:
+        return None
+    plan_after, purchased_after = row
+    return BalanceChange(plan_after - plan_add, purchased_after - purchased_add, *row)
+
+
 def _write_ledger(
     session: Session,
     user_id: uuid.UUID,
@@ -229,12 +254,7 @@ def refund_task(session: Session, task_id: uuid.UUID, note: str | None = None) -
     if row is None:
         return False
     user_id, cost_plan, cost_purchased = row
-    change = _change_balance(
-        session,
-        user_id,
-        users.c.plan_credits + cost_plan,
-        users.c.purchased_credits + cost_purchased,
-    )
+    change = _add_to_balance(session, user_id, cost_plan, cost_purchased)
     _write_ledger(session, user_id, change, "task_refund", task_id=task_id, note=note)
     return True
 
@@ -253,12 +273,7 @@ def grant(
     if amount <= 0:
         raise ValidationFailed("A grant must be positive.", {"amount": ["Must be > 0."]})
     plan_add, purchased_add = (amount, 0) if bucket == "plan" else (0, amount)
-    change = _change_balance(
-        session,
-        user_id,
-        users.c.plan_credits + plan_add,
-        users.c.purchased_credits + purchased_add,
-    )
+    change = _add_to_balance(session, user_id, plan_add, purchased_add)
     if change is None:
         raise NotFound("No such user.")
     _write_ledger(session, user_id, change, reason, note=note, stripe_event_id=stripe_event_id)

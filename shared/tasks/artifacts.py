@@ -13,7 +13,9 @@ from shared.tasks.models import TERMINAL_STATUSES, Task
 tasks = Task.__table__
 
 
-def expire_artifacts(session: Session, storage: Storage, cutoff: datetime, batch: int = 1000) -> int:
+def expire_artifacts(
+    session: Session, storage: Storage, cutoff: datetime, batch: int = 1000
+) -> int:
     """Delete the files of tasks that ended before `cutoff`; mark their artifacts expired."""
     rows = session.execute(
         select(tasks.c.id, tasks.c.artifacts)

@@ -9,8 +9,11 @@ def _public_input(value):
     """The input as clients see it: inline image bytes are summarised, not echoed."""
     if isinstance(value, dict):
         return {
-            key: (f"<{len(item)} base64 characters>" if key == "image_base64" and isinstance(item, str)
-                  else _public_input(item))
+            key: (
+                f"<{len(item)} base64 characters>"
+                if key == "image_base64" and isinstance(item, str)
+                else _public_input(item)
+            )
             for key, item in value.items()
         }
     if isinstance(value, list):

@@ -150,9 +150,7 @@ def create_task(
         return CreateResult(_replay(existing, request_hash), created=False)
 
     on_failure = (lambda _exc: mark_unsent(task_id)) if mark_unsent else None
-    send_after_commit(
-        session, run_task_message(task_id, task_type.name, request_id, on_failure)
-    )
+    send_after_commit(session, run_task_message(task_id, task_type.name, request_id, on_failure))
     return CreateResult(task, created=True)
 
 
@@ -192,19 +190,45 @@ def _charge_and_insert(session, task_id, user_id, task_type, clean_input, **fiel
             session, task_id, user_id, task_type, clean_input, now, fields
         )
         task = Task(
-            id=task_id, user_id=user_id, type=task_type.name, status=QUEUED, input=clean_input,
-            output=None, error=None, progress=0.0, cost=task_type.cost, cost_plan=cost_plan,
-            cost_purchased=cost_purchased, artifacts=[], attempts=0, created_at=now,
-            updated_at=now, enqueued_at=now, started_at=None, completed_at=None,
-            cancel_requested_at=None, **fields,
+            id=task_id,
+            user_id=user_id,
+            type=task_type.name,
+            status=QUEUED,
+            input=clean_input,
+            output=None,
+            error=None,
+            progress=0.0,
+            cost=task_type.cost,
+            cost_plan=cost_plan,
+            cost_purchased=cost_purchased,
+            artifacts=[],
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+            enqueued_at=now,
+            started_at=None,
+            completed_at=None,
+            cancel_requested_at=None,
+            **fields,
         )
     else:
         change = credits.charge_task(session, user_id, task_id, task_type.cost)
         task = Task(
-            id=task_id, user_id=user_id, type=task_type.name, status=QUEUED, input=clean_input,
-            progress=0.0, cost=task_type.cost, cost_plan=-change.plan_delta,
-            cost_purchased=-change.purchased_delta, artifacts=[], attempts=0, created_at=now,
-            updated_at=now, enqueued_at=now, **fields,
+            id=task_id,
+            user_id=user_id,
+            type=task_type.name,
+            status=QUEUED,
+            input=clean_input,
+            progress=0.0,
+            cost=task_type.cost,
+            cost_plan=-change.plan_delta,
+            cost_purchased=-change.purchased_delta,
+            artifacts=[],
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+            enqueued_at=now,
+            **fields,
         )
         session.add(task)
         session.flush()  # the INSERT must run inside the savepoint that guards the key
@@ -341,7 +365,9 @@ def list_tasks(
 ) -> tuple[list[Task], str | None]:
     """The user's tasks, newest first, keyset-paginated on (created_at, id)."""
     if status is not None and status not in STATUSES:
-        raise ValidationFailed("Unknown status.", {"status": [f"Must be one of: {', '.join(STATUSES)}."]})
+        raise ValidationFailed(
+            "Unknown status.", {"status": [f"Must be one of: {', '.join(STATUSES)}."]}
+        )
     query = select(Task).where(Task.user_id == user_id)
     if status:
         query = query.where(Task.status == status)
@@ -352,7 +378,9 @@ def list_tasks(
         try:
             row_uuid = uuid.UUID(row_id)
         except ValueError:
-            raise ValidationFailed("Invalid cursor.", {"cursor": ["Not a cursor we issued."]}) from None
+            raise ValidationFailed(
+                "Invalid cursor.", {"cursor": ["Not a cursor we issued."]}
+            ) from None
         query = query.where(
             or_(
                 Task.created_at < created_at,
@@ -431,7 +459,9 @@ def cancel_task(session: Session, user_id: uuid.UUID, task_id: uuid.UUID | str) 
         session.execute(
             update(tasks)
             .where(tasks.c.id == task.id, tasks.c.status == PROCESSING)
-            .values(cancel_requested_at=func.coalesce(tasks.c.cancel_requested_at, now), updated_at=now)
+            .values(
+                cancel_requested_at=func.coalesce(tasks.c.cancel_requested_at, now), updated_at=now
+            )
         )
     task = get_task(session, user_id, task.id)
     if task.status in (SUCCEEDED, FAILED):  # it ended in the meantime
@@ -615,8 +645,16 @@ def sweep(
 
     failed: list[uuid.UUID] = []
     expired = session.execute(
-        select(tasks.c.id, tasks.c.type, tasks.c.attempts, tasks.c.request_id, tasks.c.cancel_requested_at)
+        select(
+            tasks.c.id,
+            tasks.c.type,
+            tasks.c.attempts,
+            tasks.c.request_id,
+            tasks.c.cancel_requested_at,
+        )
         .where(tasks.c.status == PROCESSING, tasks.c.lease_expires_at < now)
+        # Refunds lock users rows: take them in one order, so two sweepers cannot deadlock.
+        .order_by(tasks.c.user_id, tasks.c.id)
         .limit(batch_size)
         .with_for_update(skip_locked=True)
     ).all()

@@ -23,10 +23,14 @@ def jwks():
 
 @pytest.fixture()
 def clerk_client(settings, jwks, db_session):
-    app = create_app(settings.with_(
-        auth_mode="clerk", clerk_jwks_url=jwks.url, clerk_issuer=ISSUER,
-        clerk_authorized_parties=("http://localhost:5173",),
-    ))
+    app = create_app(
+        settings.with_(
+            auth_mode="clerk",
+            clerk_jwks_url=jwks.url,
+            clerk_issuer=ISSUER,
+            clerk_authorized_parties=("http://localhost:5173",),
+        )
+    )
     _share_connection(app, db_session)
     return app.test_client()
 
@@ -72,7 +76,8 @@ BAD_TOKENS = {
     "alg_none": lambda: _unsigned({"sub": "user_x", "iss": ISSUER, "sid": "s", "exp": _now() + 60}),
     "hs256_with_public_key": lambda: jwt.encode(
         {"sub": "user_x", "iss": ISSUER, "sid": "s", "exp": _now() + 60},
-        "a-shared-secret-that-is-long-enough-32b", algorithm="HS256"
+        "a-shared-secret-that-is-long-enough-32b",
+        algorithm="HS256",
     ),
     "wrong_issuer": lambda: KEYS.token(iss="https://evil.example"),
     "wrong_azp": lambda: KEYS.token(azp="https://evil.example"),
@@ -99,8 +104,9 @@ def test_malformed_authorization_header_is_401(client, header):
 def test_unknown_kids_refetch_the_jwks_at_most_once_a_minute(settings, db_session):
     keys = ClerkKeys(kid="k1")
     with JwksServer([keys]) as server:
-        app = create_app(settings.with_(auth_mode="clerk", clerk_jwks_url=server.url,
-                                        clerk_issuer=ISSUER))
+        app = create_app(
+            settings.with_(auth_mode="clerk", clerk_jwks_url=server.url, clerk_issuer=ISSUER)
+        )
         _share_connection(app, db_session)
         client = app.test_client()
         assert client.get("/api/users/me", headers=bearer(keys.token())).status_code == 200
@@ -112,8 +118,9 @@ def test_unknown_kids_refetch_the_jwks_at_most_once_a_minute(settings, db_sessio
 
 
 def test_pem_key_verifies_without_network(settings, db_session):
-    app = create_app(settings.with_(auth_mode="clerk", clerk_jwt_key=KEYS.public_pem,
-                                    clerk_issuer=ISSUER))
+    app = create_app(
+        settings.with_(auth_mode="clerk", clerk_jwt_key=KEYS.public_pem, clerk_issuer=ISSUER)
+    )
     _share_connection(app, db_session)
     client = app.test_client()
     assert client.get("/api/users/me", headers=bearer(KEYS.token("user_pem"))).status_code == 200
@@ -127,7 +134,11 @@ def test_dev_token_works_in_dev_mode(client, token):
 
 
 def test_dev_token_with_wrong_secret_is_401(client):
-    forged = jwt.encode({"sub": "x", "exp": _now() + 60}, "another-secret-of-some-length-32-bytes!", algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "x", "exp": _now() + 60},
+        "another-secret-of-some-length-32-bytes!",
+        algorithm="HS256",
+    )
     assert client.get("/api/users/me", headers=bearer(forged)).status_code == 401
 
 

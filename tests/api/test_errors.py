@@ -24,7 +24,9 @@ def test_wrong_method_is_405_in_shape(client):
 
 
 def test_malformed_json_is_400(client, auth):
-    response = client.post("/api/tasks", data="{not json", headers=auth(), content_type="application/json")
+    response = client.post(
+        "/api/tasks", data="{not json", headers=auth(), content_type="application/json"
+    )
     assert_error(response, 400, "bad_request")
 
 
@@ -59,10 +61,39 @@ def test_unexpected_exception_is_500_without_internals(settings, caplog):
     error = assert_error(response, 500, "internal_error")
     assert "secret internals" not in response.get_data(as_text=True)
     assert error["details"]["request_id"] == "req-500"
-    assert any("req-500" in r.getMessage() or getattr(r, "request_id", None) == "req-500"
-               for r in caplog.records)
+    assert any(
+        "req-500" in r.getMessage() or getattr(r, "request_id", None) == "req-500"
+        for r in caplog.records
+    )
 
 
 @pytest.mark.parametrize("path", ["/api/users/me", "/api/users/credits", "/api/tasks"])
 def test_protected_endpoints_need_a_token(client, path):
     assert_error(client.get(path), 401, "unauthorized")
+
+
+def test_a_deadlocked_transaction_is_retried_not_answered_503(settings, db_session, auth):
+    """PostgreSQL aborts one of two deadlocked transactions; the view runs again."""
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    from api import create_app
+    from api.auth import Caller, authenticated
+
+    app = create_app(settings)
+    app.extensions["studiox"].db.sessionmaker.configure(
+        bind=db_session.get_bind(), join_transaction_mode="create_savepoint"
+    )
+    calls = []
+
+    @app.get("/__flaky")
+    @authenticated
+    def flaky(caller: Caller):
+        calls.append(caller.user_id)
+        if len(calls) == 1:
+            raise OperationalError("UPDATE users ...", {}, psycopg.errors.DeadlockDetected())
+        return {"attempts": len(calls)}
+
+    response = app.test_client().get("/__flaky", headers=auth("deadlocked"))
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json() == {"attempts": 2}

@@ -25,13 +25,29 @@ def test_create_charges_queues_and_sends_after_commit(client, auth, sent, db_ses
     task = response.get_json()
     assert response.headers["Location"] == f"/api/tasks/{task['id']}"
     assert task["status"] == "queued" and task["cost"] == 1 and task["progress"] == 0
-    assert set(task) >= {"id", "type", "status", "input", "output", "error", "progress", "cost",
-                         "created_at", "started_at", "completed_at", "artifacts"}
+    assert set(task) >= {
+        "id",
+        "type",
+        "status",
+        "input",
+        "output",
+        "error",
+        "progress",
+        "cost",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "artifacts",
+    }
     assert balance(client, auth) == 9
     assert [(m.name, m.task_id) for m in sent] == [("studiox.run_task", task["id"])]
-    rows = db_session.execute(
-        select(CreditLedger).where(CreditLedger.task_id == uuid.UUID(task["id"]))
-    ).scalars().all()
+    rows = (
+        db_session.execute(
+            select(CreditLedger).where(CreditLedger.task_id == uuid.UUID(task["id"]))
+        )
+        .scalars()
+        .all()
+    )
     assert [(r.reason, r.delta, r.balance_after) for r in rows] == [("task_charge", -1, 9)]
 
 
@@ -67,8 +83,17 @@ def test_insufficient_credits_is_402_with_details_and_charges_nothing(client, au
         ({"type": "image_analysis", "input": {}}, "input"),
         ({"type": "image_analysis", "input": {"image_url": "file:///etc/passwd"}}, "input"),
         ({"type": "image_analysis", "input": {"image_base64": "***"}}, "input"),
-        ({"type": "advanced_editing", "input": {"image_base64": "aGk=", "operations": []}}, "input"),
-        ({"type": "advanced_editing", "input": {"image_base64": "aGk=", "operations": [{"op": "resize"}]}}, "input"),
+        (
+            {"type": "advanced_editing", "input": {"image_base64": "aGk=", "operations": []}},
+            "input",
+        ),
+        (
+            {
+                "type": "advanced_editing",
+                "input": {"image_base64": "aGk=", "operations": [{"op": "resize"}]},
+            },
+            "input",
+        ),
         ({"type": "video_generation", "input": {"prompt": "x", "fps": 0}}, "input"),
         ({"type": "video_generation", "input": {"prompt": "x", "width": 4000}}, "input"),
     ],
@@ -96,7 +121,9 @@ def test_idempotency_key_replays_without_a_second_charge(client, auth, sent):
 def test_idempotency_key_with_another_body_is_409(client, auth, sent):
     headers = auth(**{"Idempotency-Key": "key-2"})
     client.post("/api/tasks", json=ECHO, headers=headers)
-    other = client.post("/api/tasks", json={"type": "echo", "input": {"message": "other"}}, headers=headers)
+    other = client.post(
+        "/api/tasks", json={"type": "echo", "input": {"message": "other"}}, headers=headers
+    )
     assert other.status_code == 409
     assert other.get_json()["error"]["code"] == "conflict"
     assert balance(client, auth) == 9
@@ -126,7 +153,9 @@ def test_get_task_and_someone_elses_is_404(client, auth, sent):
     assert other.status_code == 404
     assert other.get_json()["error"]["code"] == "not_found"
     assert client.get("/api/tasks/not-a-uuid", headers=auth("owner")).status_code == 404
-    assert client.post(f"/api/tasks/{task['id']}/cancel", headers=auth("intruder")).status_code == 404
+    assert (
+        client.post(f"/api/tasks/{task['id']}/cancel", headers=auth("intruder")).status_code == 404
+    )
 
 
 def test_cancel_queued_refunds_at_once_and_cancel_again_is_409(client, auth, sent, db_session):
@@ -138,8 +167,12 @@ def test_cancel_queued_refunds_at_once_and_cancel_again_is_409(client, auth, sen
     again = client.post(f"/api/tasks/{task['id']}/cancel", headers=auth())
     assert again.status_code == 409
     assert balance(client, auth) == 10
-    reasons = [r.reason for r in db_session.execute(
-        select(CreditLedger).where(CreditLedger.task_id == uuid.UUID(task["id"]))).scalars()]
+    reasons = [
+        r.reason
+        for r in db_session.execute(
+            select(CreditLedger).where(CreditLedger.task_id == uuid.UUID(task["id"]))
+        ).scalars()
+    ]
     assert sorted(reasons) == ["task_charge", "task_refund"]
 
 
@@ -162,20 +195,30 @@ def test_list_is_newest_first_paginated_and_filtered(client, auth, sent, db_sess
     credits.grant(db_session, user_id, 100, "admin_grant")
     ids = []
     for i in range(5):
-        ids.append(client.post("/api/tasks", json={"type": "echo", "input": {"message": str(i)}},
-                               headers=auth("lister")).get_json()["id"])
+        ids.append(
+            client.post(
+                "/api/tasks",
+                json={"type": "echo", "input": {"message": str(i)}},
+                headers=auth("lister"),
+            ).get_json()["id"]
+        )
         if i < 4:
             client.post(f"/api/tasks/{ids[-1]}/cancel", headers=auth("lister"))
     page = client.get("/api/tasks?limit=2", headers=auth("lister")).get_json()
     assert [t["id"] for t in page["items"]] == ids[::-1][:2]
     seen = [t["id"] for t in page["items"]]
     while page["next_cursor"]:
-        page = client.get(f"/api/tasks?limit=2&cursor={page['next_cursor']}", headers=auth("lister")).get_json()
+        page = client.get(
+            f"/api/tasks?limit=2&cursor={page['next_cursor']}", headers=auth("lister")
+        ).get_json()
         seen += [t["id"] for t in page["items"]]
     assert seen == ids[::-1]
     queued = client.get("/api/tasks?status=queued", headers=auth("lister")).get_json()["items"]
     assert [t["id"] for t in queued] == [ids[-1]]
-    assert client.get("/api/tasks?type=image_analysis", headers=auth("lister")).get_json()["items"] == []
+    assert (
+        client.get("/api/tasks?type=image_analysis", headers=auth("lister")).get_json()["items"]
+        == []
+    )
     assert client.get("/api/tasks", headers=auth("someone_else")).get_json()["items"] == []
 
 

@@ -8,13 +8,22 @@ from shared.credits.models import CreditLedger
 
 
 def test_initialize_is_201_then_200_and_grants_once(client, auth, db_session):
-    first = client.post("/api/users/initialize", headers=auth("user_new", ))
+    first = client.post(
+        "/api/users/initialize",
+        headers=auth(
+            "user_new",
+        ),
+    )
     assert first.status_code == 201
     second = client.post("/api/users/initialize", headers=auth("user_new"))
     assert second.status_code == 200
     assert first.get_json()["id"] == second.get_json()["id"]
     user_id = uuid.UUID(first.get_json()["id"])
-    rows = db_session.execute(select(CreditLedger).where(CreditLedger.user_id == user_id)).scalars().all()
+    rows = (
+        db_session.execute(select(CreditLedger).where(CreditLedger.user_id == user_id))
+        .scalars()
+        .all()
+    )
     assert [(r.reason, r.bucket, r.delta, r.balance_after) for r in rows] == [
         ("signup_grant", "plan", 10, 10)
     ]
@@ -26,7 +35,9 @@ def test_me_has_the_api_shape(client, auth):
     assert set(body["credits"]) == {"total", "plan_credits", "purchased_credits", "next_reset_at"}
     assert body["created_at"].endswith("Z")
     assert body["credits"] == {
-        "total": 10, "plan_credits": 10, "purchased_credits": 0,
+        "total": 10,
+        "plan_credits": 10,
+        "purchased_credits": 0,
         "next_reset_at": body["credits"]["next_reset_at"],
     }
 
@@ -36,7 +47,14 @@ def test_credits_has_the_api_shape(client, auth):
     assert body["total"] == 10
     assert body["plan"] == "free"
     assert body["monthly_credits"] == 10
-    assert set(body) == {"total", "plan_credits", "purchased_credits", "plan", "monthly_credits", "next_reset_at"}
+    assert set(body) == {
+        "total",
+        "plan_credits",
+        "purchased_credits",
+        "plan",
+        "monthly_credits",
+        "next_reset_at",
+    }
 
 
 def test_initialize_refreshes_profile_claims(client, token):
@@ -61,9 +79,19 @@ def test_transactions_newest_first_and_paginated(client, auth, db_session):
     db_session.flush()
     page1 = client.get("/api/users/transactions?limit=4", headers=auth("u_tx")).get_json()
     assert [e["delta"] for e in page1["items"]] == [5, 4, 3, 2]
-    assert set(page1["items"][0]) == {"id", "delta", "bucket", "reason", "task_id", "balance_after", "created_at"}
+    assert set(page1["items"][0]) == {
+        "id",
+        "delta",
+        "bucket",
+        "reason",
+        "task_id",
+        "balance_after",
+        "created_at",
+    }
     assert page1["next_cursor"]
-    page2 = client.get(f"/api/users/transactions?limit=4&cursor={page1['next_cursor']}", headers=auth("u_tx")).get_json()
+    page2 = client.get(
+        f"/api/users/transactions?limit=4&cursor={page1['next_cursor']}", headers=auth("u_tx")
+    ).get_json()
     assert [e["delta"] for e in page2["items"]] == [1, 10]
     assert page2["next_cursor"] is None
     assert page1["items"][0]["balance_after"] == 25

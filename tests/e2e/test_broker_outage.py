@@ -32,20 +32,27 @@ def test_tasks_accepted_while_redis_is_down_all_run_once_it_is_back(
     with committed.session_scope() as session:
         user_id, _ = provision(session, "user_test")
         credits.grant(session, user_id, 100, "admin_grant")
-        session.execute(credits.update(credits.users).where(credits.users.c.id == user_id)
-                        .values(plan_id="enterprise"))
+        session.execute(
+            credits.update(credits.users)
+            .where(credits.users.c.id == user_id)
+            .values(plan_id="enterprise")
+        )
     env = {"TASK_LEASE_S": 3, "SWEEP_INTERVAL_S": 1, "REQUEUE_AFTER_S": 30}
     worker = celery_processes.worker(own, tmp_path / "worker.log", **env).start()
     beat = celery_processes.beat(own, tmp_path / "beat.log", tmp_path / "beat-schedule", **env)
     beat.start(ready_marker=None)
     try:
-        before = [client.post("/api/tasks", json={"type": "echo", "input": {}}, headers=auth())
-                  for _ in range(3)]
+        before = [
+            client.post("/api/tasks", json={"type": "echo", "input": {}}, headers=auth())
+            for _ in range(3)
+        ]
         own_redis.stop()
         during, timings = [], []
         for _ in range(5):
             started = time.monotonic()
-            during.append(client.post("/api/tasks", json={"type": "echo", "input": {}}, headers=auth()))
+            during.append(
+                client.post("/api/tasks", json={"type": "echo", "input": {}}, headers=auth())
+            )
             timings.append(time.monotonic() - started)
         # Accepted, not refused: the task is committed and charged, and waits for the broker.
         assert [r.status_code for r in before + during] == [202] * 8
@@ -56,7 +63,9 @@ def test_tasks_accepted_while_redis_is_down_all_run_once_it_is_back(
 
         def all_ended():
             with committed.session_scope() as session:
-                statuses = session.execute(select(Task.status).where(Task.id.in_(ids))).scalars().all()
+                statuses = (
+                    session.execute(select(Task.status).where(Task.id.in_(ids))).scalars().all()
+                )
             return all(s == "succeeded" for s in statuses) and len(statuses) == 8
 
         wait_for(all_ended, timeout=60, interval=0.5)

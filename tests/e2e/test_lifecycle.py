@@ -16,7 +16,9 @@ TERMINAL = {"succeeded", "failed", "canceled"}
 
 
 def submit(client, auth, input=None, type="echo", sub="user_test", **headers):
-    response = client.post("/api/tasks", json={"type": type, "input": input or {}}, headers=auth(sub, **headers))
+    response = client.post(
+        "/api/tasks", json={"type": type, "input": input or {}}, headers=auth(sub, **headers)
+    )
     assert response.status_code in (200, 202), response.get_json()
     return response.get_json()
 
@@ -48,7 +50,9 @@ def balance(client, auth, sub="user_test"):
     return client.get("/api/users/credits", headers=auth(sub)).get_json()["total"]
 
 
-def test_submit_poll_succeeds_with_output_and_right_balance(live_client, auth, celery_worker, database):
+def test_submit_poll_succeeds_with_output_and_right_balance(
+    live_client, auth, celery_worker, database
+):
     task = submit(live_client, auth, {"message": "hello", "steps": 3})
     done = poll(live_client, auth, task["id"])
     assert done["status"] == "succeeded"
@@ -61,8 +65,11 @@ def test_submit_poll_succeeds_with_output_and_right_balance(live_client, auth, c
 
 
 def test_prefer_wait_returns_the_finished_task(live_client, auth, celery_worker):
-    response = live_client.post("/api/tasks", json={"type": "echo", "input": {"message": "w"}},
-                                headers=auth(Prefer="wait=20"))
+    response = live_client.post(
+        "/api/tasks",
+        json={"type": "echo", "input": {"message": "w"}},
+        headers=auth(Prefer="wait=20"),
+    )
     assert response.status_code == 200
     assert response.get_json()["status"] == "succeeded"
 
@@ -73,11 +80,16 @@ def test_permanent_error_fails_and_refunds_once(live_client, auth, celery_worker
     assert done["status"] == "failed"
     assert done["error"]["code"] == "echo_failed"
     assert balance(live_client, auth) == 10
-    assert ledger_for(database, task["id"]) == [("task_charge", "plan", -1), ("task_refund", "plan", 1)]
+    assert ledger_for(database, task["id"]) == [
+        ("task_charge", "plan", -1),
+        ("task_refund", "plan", 1),
+    ]
     assert_audit_clean(database)
 
 
-def test_crashing_handler_fails_with_internal_error_and_refunds(live_client, auth, celery_worker, database):
+def test_crashing_handler_fails_with_internal_error_and_refunds(
+    live_client, auth, celery_worker, database
+):
     task = submit(live_client, auth, {"fail": "crash"})
     done = poll(live_client, auth, task["id"])
     assert done["status"] == "failed"
@@ -99,7 +111,10 @@ def test_exhausted_retries_fail_and_refund_once(live_client, auth, celery_worker
     done = poll(live_client, auth, task["id"], timeout=40)
     assert done["status"] == "failed"
     assert "3 attempts" in done["error"]["message"]
-    assert ledger_for(database, task["id"]) == [("task_charge", "plan", -1), ("task_refund", "plan", 1)]
+    assert ledger_for(database, task["id"]) == [
+        ("task_charge", "plan", -1),
+        ("task_refund", "plan", 1),
+    ]
     assert_audit_clean(database)
 
 
@@ -112,7 +127,10 @@ def test_cancel_while_processing_stops_and_refunds(live_client, auth, celery_wor
     assert done["status"] == "canceled"
     assert done["progress"] < 1.0
     assert balance(live_client, auth) == 10
-    assert ledger_for(database, task["id"]) == [("task_charge", "plan", -1), ("task_refund", "plan", 1)]
+    assert ledger_for(database, task["id"]) == [
+        ("task_charge", "plan", -1),
+        ("task_refund", "plan", 1),
+    ]
     assert "canceled" in celery_worker.log()
 
 
@@ -151,6 +169,7 @@ def test_worker_killed_mid_task_the_task_still_ends(live_client, auth, start_wor
     poll(live_client, auth, task["id"], until={"processing"})
     first.kill_all()  # SIGKILL the main process and its children
     second = start_worker()
+
     # The dead worker's lease (3 s here) runs out; the sweeper hands the task on.
     def swept_and_ended():
         with database.session_scope() as session:
@@ -190,8 +209,11 @@ def test_worker_child_killed_mid_task_is_redelivered(live_client, auth, celery_w
 
 
 def test_request_id_follows_the_task_into_the_worker_log(live_client, auth, celery_worker):
-    response = live_client.post("/api/tasks", json={"type": "echo", "input": {}},
-                                headers=auth(**{"X-Request-ID": "trace-me-123"}))
+    response = live_client.post(
+        "/api/tasks",
+        json={"type": "echo", "input": {}},
+        headers=auth(**{"X-Request-ID": "trace-me-123"}),
+    )
     poll(live_client, auth, response.get_json()["id"])
     wait_for(lambda: "request_id=trace-me-123" in celery_worker.log(), timeout=5)
 

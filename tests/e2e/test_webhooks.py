@@ -26,7 +26,9 @@ class Receiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 status = 500 if len(outer.deliveries) < outer.fail_first else 204
-                outer.deliveries.append(({k.lower(): v for k, v in self.headers.items()}, body, status))
+                outer.deliveries.append(
+                    ({k.lower(): v for k, v in self.headers.items()}, body, status)
+                )
                 self.send_response(status)
                 self.end_headers()
 
@@ -68,9 +70,15 @@ def test_terminal_event_is_delivered_signed(live_client, auth, start_worker, rec
     worker = start_worker(WEBHOOK_RETRY_BASE_S=0.2)
     hook = receiver()
     secret = live_client.get("/api/users/webhook-secret", headers=auth()).get_json()["secret"]
-    task = live_client.post("/api/tasks", headers=auth(), json={
-        "type": "echo", "input": {"message": "call me"}, "webhook_url": hook.url,
-    }).get_json()
+    task = live_client.post(
+        "/api/tasks",
+        headers=auth(),
+        json={
+            "type": "echo",
+            "input": {"message": "call me"},
+            "webhook_url": hook.url,
+        },
+    ).get_json()
     try:
         wait_for(lambda: hook.deliveries, timeout=20)
     except AssertionError:
@@ -87,10 +95,16 @@ def test_terminal_event_is_delivered_signed(live_client, auth, start_worker, rec
 def test_failed_delivery_is_retried_with_the_same_id(live_client, auth, start_worker, receiver):
     start_worker(WEBHOOK_RETRY_BASE_S=0.2)
     hook = receiver(fail_first=2)
-    live_client.post("/api/tasks", headers=auth(), json={
-        "type": "echo", "input": {"fail": "permanent"}, "webhook_url": hook.url,
-        "webhook_events": ["failed"],
-    })
+    live_client.post(
+        "/api/tasks",
+        headers=auth(),
+        json={
+            "type": "echo",
+            "input": {"fail": "permanent"},
+            "webhook_url": hook.url,
+            "webhook_events": ["failed"],
+        },
+    )
     wait_for(lambda: len(hook.deliveries) >= 3, timeout=30)
     ids = {h["webhook-id"] for h, _, _ in hook.deliveries}
     assert len(ids) == 1
@@ -101,9 +115,21 @@ def test_failed_delivery_is_retried_with_the_same_id(live_client, auth, start_wo
 def test_events_not_asked_for_are_not_sent(live_client, auth, start_worker, receiver):
     worker = start_worker(WEBHOOK_RETRY_BASE_S=0.2)
     hook = receiver()
-    task = live_client.post("/api/tasks", headers=auth(), json={
-        "type": "echo", "input": {}, "webhook_url": hook.url, "webhook_events": ["failed"],
-    }).get_json()
-    wait_for(lambda: live_client.get(f"/api/tasks/{task['id']}", headers=auth()).get_json()["status"] == "succeeded")
+    task = live_client.post(
+        "/api/tasks",
+        headers=auth(),
+        json={
+            "type": "echo",
+            "input": {},
+            "webhook_url": hook.url,
+            "webhook_events": ["failed"],
+        },
+    ).get_json()
+    wait_for(
+        lambda: (
+            live_client.get(f"/api/tasks/{task['id']}", headers=auth()).get_json()["status"]
+            == "succeeded"
+        )
+    )
     wait_for(lambda: "finished: succeeded" in worker.log(), timeout=10)
     assert hook.deliveries == []

@@ -23,7 +23,9 @@ def user(db_session):
     user_id, _ = provision(db_session, f"svc_{uuid.uuid4().hex[:8]}")
     credits.grant(db_session, user_id, 90, "admin_grant")  # 10 plan + 90 purchased
     # enterprise runs 20 tasks at once: room for the tests below (credits stay as they are)
-    db_session.execute(update(credits.users).where(credits.users.c.id == user_id).values(plan_id="enterprise"))
+    db_session.execute(
+        update(credits.users).where(credits.users.c.id == user_id).values(plan_id="enterprise")
+    )
     return user_id
 
 
@@ -33,8 +35,9 @@ def make_task(session, user_id, **input):
 
 def refunds(session, task_id):
     return session.execute(
-        select(func.count()).select_from(CreditLedger).where(
-            CreditLedger.task_id == task_id, CreditLedger.reason == "task_refund")
+        select(func.count())
+        .select_from(CreditLedger)
+        .where(CreditLedger.task_id == task_id, CreditLedger.reason == "task_refund")
     ).scalar_one()
 
 
@@ -46,14 +49,19 @@ def test_create_records_the_split_and_queues_a_message_after_commit(db_session, 
 
 
 def test_charge_takes_plan_first_then_purchased_and_refund_returns_each(db_session, user):
-    db_session.execute(update(credits.users).where(credits.users.c.id == user).values(plan_credits=2))
+    db_session.execute(
+        update(credits.users).where(credits.users.c.id == user).values(plan_credits=2)
+    )
     # keep the ledger consistent with the forced balance
     credits._write_ledger(db_session, user, credits.BalanceChange(10, 90, 2, 90), "admin_grant")
     task = lifecycle.create_task(db_session, user, "echo_pricey", {}).task
     assert (task.cost_plan, task.cost_purchased) == (2, 5)
     assert lifecycle.fail_task(db_session, task.id, "x", "y")
-    row = db_session.execute(select(credits.users.c.plan_credits, credits.users.c.purchased_credits)
-                             .where(credits.users.c.id == user)).one()
+    row = db_session.execute(
+        select(credits.users.c.plan_credits, credits.users.c.purchased_credits).where(
+            credits.users.c.id == user
+        )
+    ).one()
     assert tuple(row) == (2, 90)
     assert credits.audit(db_session) == []
 
@@ -63,7 +71,11 @@ def test_claim_is_exclusive_until_the_lease_expires(db_session, user):
     first = lifecycle.claim_task(db_session, task.id, lease_s=60)
     assert first is not None and first.attempts == 1
     assert lifecycle.claim_task(db_session, task.id, lease_s=60) is None
-    db_session.execute(update(Task).where(Task.id == task.id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    db_session.execute(
+        update(Task)
+        .where(Task.id == task.id)
+        .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+    )
     again = lifecycle.claim_task(db_session, task.id, lease_s=60)
     assert again is not None and again.attempts == 2
 
@@ -90,8 +102,14 @@ def test_fail_twice_refunds_once(db_session, user):
 def test_sweeper_resends_unsent_and_long_waiting_tasks(db_session, user):
     unsent, waiting, fresh = (make_task(db_session, user) for _ in range(3))
     now = utcnow()
-    db_session.execute(update(Task).where(Task.id == unsent.id).values(enqueued_at=None, created_at=now - timedelta(seconds=30)))
-    db_session.execute(update(Task).where(Task.id == waiting.id).values(enqueued_at=now - timedelta(minutes=10)))
+    db_session.execute(
+        update(Task)
+        .where(Task.id == unsent.id)
+        .values(enqueued_at=None, created_at=now - timedelta(seconds=30))
+    )
+    db_session.execute(
+        update(Task).where(Task.id == waiting.id).values(enqueued_at=now - timedelta(minutes=10))
+    )
     db_session.info.clear()
     result = lifecycle.sweep(db_session, now=now)
     assert set(result.requeued) == {unsent.id, waiting.id}
@@ -123,7 +141,11 @@ def test_sweeper_ends_a_dead_workers_canceled_task_as_canceled(db_session, user)
     task = make_task(db_session, user)
     lifecycle.claim_task(db_session, task.id, 60)
     lifecycle.cancel_task(db_session, user, task.id)
-    db_session.execute(update(Task).where(Task.id == task.id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    db_session.execute(
+        update(Task)
+        .where(Task.id == task.id)
+        .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+    )
     lifecycle.sweep(db_session)
     assert db_session.get(Task, task.id, populate_existing=True).status == "canceled"
     assert refunds(db_session, task.id) == 1
@@ -139,8 +161,11 @@ def test_two_sweepers_at_once_act_on_each_task_once(committed):
             ids.append(task.id)
             session.execute(update(Task).where(Task.id == task.id).values(status="succeeded"))
         session.info.clear()
-        session.execute(update(Task).where(Task.id.in_(ids)).values(
-            status="queued", enqueued_at=None, created_at=utcnow() - timedelta(minutes=1)))
+        session.execute(
+            update(Task)
+            .where(Task.id.in_(ids))
+            .values(status="queued", enqueued_at=None, created_at=utcnow() - timedelta(minutes=1))
+        )
     results, barrier = [], threading.Barrier(2)
 
     def sweep():
@@ -183,14 +208,18 @@ def test_concurrent_creates_accept_exactly_what_the_balance_allows(committed):
     with committed.session_scope() as session:
         user_id, _ = provision(session, "race_balance")  # 10 plan credits
         credits.grant(session, user_id, 5, "admin_grant")  # + 5 purchased
-        session.execute(update(credits.users).where(credits.users.c.id == user_id).values(plan_id="enterprise"))
+        session.execute(
+            update(credits.users).where(credits.users.c.id == user_id).values(plan_id="enterprise")
+        )
     outcomes = _create_concurrently(committed, user_id, 40)
     assert outcomes.count("created") == 15
     assert set(outcomes) == {"created", "InsufficientCredits"}
     with committed.session_scope() as session:
         assert credits.available_credits(session, user_id) == 0
         assert credits.audit(session) == []
-        charged = session.execute(select(func.count()).select_from(Task).where(Task.user_id == user_id)).scalar()
+        charged = session.execute(
+            select(func.count()).select_from(Task).where(Task.user_id == user_id)
+        ).scalar()
         assert charged == 15
 
 

@@ -21,9 +21,13 @@ class ClerkKeys:
 
     @property
     def public_pem(self) -> str:
-        return self.private_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
+        return (
+            self.private_key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
 
     def jwk(self) -> dict:
         data = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key.public_key()))
@@ -42,8 +46,9 @@ class ClerkKeys:
         }
         claims.update(overrides)
         claims = {k: v for k, v in claims.items() if v is not None}
-        return jwt.encode(claims, self.private_key, algorithm="RS256",
-                          headers={"kid": kid or self.kid})
+        return jwt.encode(
+            claims, self.private_key, algorithm="RS256", headers={"kid": kid or self.kid}
+        )
 
 
 class JwksServer:

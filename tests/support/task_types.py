@@ -14,17 +14,50 @@ from shared.tasks.registry import TaskType, register
 class EchoInput(Schema):
     steps = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1000))
     step_seconds = fields.Float(load_default=0, validate=validate.Range(min=0, max=60))
-    fail = fields.String(load_default=None, allow_none=True,
-                         validate=validate.OneOf(["permanent", "transient", "crash", "transient_once"]))
+    fail = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.OneOf(["permanent", "transient", "crash", "transient_once"]),
+    )
     message = fields.String(load_default="")
 
 
-register(TaskType(name="echo", cost=1, description="test only", input_schema=EchoInput,
-                  soft_time_limit_s=20, time_limit_s=30, max_attempts=3, listed=False))
-register(TaskType(name="echo_short_limit", cost=1, description="test only", input_schema=EchoInput,
-                  soft_time_limit_s=1, time_limit_s=5, max_attempts=3, listed=False))
-register(TaskType(name="echo_pricey", cost=7, description="test only", input_schema=EchoInput,
-                  soft_time_limit_s=20, time_limit_s=30, max_attempts=3, listed=False))
+register(
+    TaskType(
+        name="echo",
+        cost=1,
+        description="test only",
+        input_schema=EchoInput,
+        soft_time_limit_s=20,
+        time_limit_s=30,
+        max_attempts=3,
+        listed=False,
+    )
+)
+register(
+    TaskType(
+        name="echo_short_limit",
+        cost=1,
+        description="test only",
+        input_schema=EchoInput,
+        soft_time_limit_s=1,
+        time_limit_s=5,
+        max_attempts=3,
+        listed=False,
+    )
+)
+register(
+    TaskType(
+        name="echo_pricey",
+        cost=7,
+        description="test only",
+        input_schema=EchoInput,
+        soft_time_limit_s=20,
+        time_limit_s=30,
+        max_attempts=3,
+        listed=False,
+    )
+)
 
 
 def _register_handlers():

@@ -96,8 +96,18 @@ class CeleryProcess:
 
 def worker(settings: Settings, log_path: Path, concurrency: int = 2, **env) -> CeleryProcess:
     return CeleryProcess(
-        ["worker", "--loglevel=INFO", f"--concurrency={concurrency}", "-Q", "studiox",
-         "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"w{os.getpid()}-{time.monotonic_ns()}@%h"],
+        [
+            "worker",
+            "--loglevel=INFO",
+            f"--concurrency={concurrency}",
+            "-Q",
+            "studiox",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"w{os.getpid()}-{time.monotonic_ns()}@%h",
+        ],
         process_env(settings, **env),
         log_path,
     )
