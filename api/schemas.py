@@ -19,6 +19,17 @@ class ErrorSchema(Schema):
     error = fields.Nested(ErrorBodySchema, required=True)
 
 
+def page_schema(item_schema: type[Schema], name: str) -> type[Schema]:
+    """The API.md list shape, `{"items": [...], "next_cursor": "<opaque>" | null}`."""
+    return Schema.from_dict(
+        {
+            "items": fields.List(fields.Nested(item_schema), required=True),
+            "next_cursor": fields.String(allow_none=True, required=True),
+        },
+        name=name,
+    )
+
+
 class PageQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +45,34 @@ def redis_database() -> Iterator[str]:
     finally:
         redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=n).flushdb()
         admin.delete(f"studiox:test-slot:{n}")
+
+
+BENCH_JWT_SECRET = "bench-secret-0123456789abcdef0123456789"
+
+
+@contextmanager
+def stack(prefix: str, *, result_backend: bool = False) -> Iterator[tuple[Path, object, Settings]]:
+    """A work folder, a throwaway database and a Redis database of the benchmark's own,
+    with the Settings that point at them (dev tokens; a Redis result backend if asked)."""
+    from bench._support import throwaway_database
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        throwaway_database(prefix) as db,
+        redis_database() as broker,
+    ):
+        workdir = Path(tmp)
+        yield (
+            workdir,
+            db,
+            db.settings(
+                broker_url=broker,
+                auth_mode="dev",
+                dev_jwt_secret=BENCH_JWT_SECRET,
+                storage_url=f"file://{workdir}/artifacts",
+                result_backend=broker if result_backend else None,
+            ),
+        )
 
 
 def process_env(settings: Settings, **extra) -> dict[str, str]:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 
 import psycopg
 
 from api.auth import make_dev_token
 from bench._load import run_load
-from bench._services import gunicorn, redis_database, rss_mb
-from bench._support import PG_HOST, PG_PORT, PG_USER, print_table, throwaway_database
+from bench._services import gunicorn, rss_mb, stack
+from bench._support import PG_HOST, PG_PORT, PG_USER, print_table
 
 USERS = 64
 DURATION_S = float(os.environ.get("BENCH_CREATE_SECONDS", "8"))
@@ -118,18 +117,7 @@ def pgbench(dbname: str, clients: int, workdir: Path) -> float:
 
 
 def main() -> None:
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        throwaway_database("create") as db,
-        redis_database() as broker,
-    ):
-        workdir = Path(tmp)
-        settings = db.settings(
-            broker_url=broker,
-            auth_mode="dev",
-            dev_jwt_secret="bench-secret-0123456789abcdef0123456789",
-            storage_url=f"file://{workdir}/artifacts",
-        )
+    with stack("create") as (workdir, db, settings):
         seed(db.dsn)
         ceiling = {c: pgbench(db.name, c, workdir) for c in CLIENTS}
         body = {"type": "image_analysis", "input": {"image_url": "https://example.com/a.png"}}

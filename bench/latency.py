@@ -10,17 +10,15 @@ from __future__ import annotations
 import base64
 import io
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 from celery import Celery
 from PIL import Image
 
 from api.auth import make_dev_token
-from bench._services import celery_worker, gunicorn, redis_database
-from bench._support import print_table, throwaway_database
+from bench._services import celery_worker, gunicorn, stack
+from bench._support import print_table
 
 SAMPLES = int(__import__("os").environ.get("BENCH_LATENCY_SAMPLES", "200"))
 
@@ -70,19 +68,8 @@ def bare_round_trips(broker: str, n: int) -> list[float]:
 
 
 def main() -> None:
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        throwaway_database("latency") as db,
-        redis_database() as broker,
-    ):
-        workdir = Path(tmp)
-        settings = db.settings(
-            broker_url=broker,
-            auth_mode="dev",
-            dev_jwt_secret="bench-secret-0123456789abcdef0123456789",
-            storage_url=f"file://{workdir}/artifacts",
-            result_backend=broker,
-        )
+    with stack("latency", result_backend=True) as (workdir, db, settings):
+        broker = settings.broker_url
         env = {"CELERY_RESULT_BACKEND": broker}
         with (
             gunicorn(settings, workdir, RATE_LIMIT="1000000 per second") as (base, _),

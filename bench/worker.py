@@ -8,7 +8,6 @@ timed until every task has ended. Run: `.venv/bin/python -m bench worker`.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import redis
 from celery import Celery
 from sqlalchemy import func, select, update
 
-from bench._services import celery_worker, redis_database, rss_mb
-from bench._support import print_table, throwaway_database
+from bench._services import celery_worker, rss_mb, stack
+from bench._support import print_table
 from bench.latency import small_png
 from shared.accounts.models import User
 from shared.accounts.service import provision
@@ -83,14 +82,9 @@ def bare_rate(settings, workdir: Path, broker: str, n: int) -> float:
 
 
 def main() -> None:
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        throwaway_database("worker") as db,
-        redis_database() as broker,
-    ):
-        workdir = Path(tmp)
+    with stack("worker") as (workdir, db, settings):
         (workdir / "bare").mkdir()
-        settings = db.settings(broker_url=broker, storage_url=f"file://{workdir}/artifacts")
+        broker = settings.broker_url
         producer = Celery("bench", broker=broker)
         producer.conf.update(celery_config(settings, 3600))
         queue_tasks(settings, producer, TASKS)

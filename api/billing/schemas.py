@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from api.schemas import iso
+from api.schemas import iso, page_schema
 
 
 class PlanSchema(Schema):
@@ -101,9 +101,7 @@ class PurchaseSchema(Schema):
     created_at = fields.DateTime(required=True)
 
 
-class PurchasePageSchema(Schema):
-    items = fields.List(fields.Nested(PurchaseSchema), required=True)
-    next_cursor = fields.String(allow_none=True, required=True)
+PurchasePageSchema = page_schema(PurchaseSchema, "PurchasePage")
 
 
 class FulfillResultSchema(Schema):

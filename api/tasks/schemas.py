@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from api.schemas import PageQuerySchema
+from api.schemas import PageQuerySchema, page_schema
 from shared.tasks.models import STATUSES
 from shared.tasks.representation import task_json  # noqa: F401  (re-exported for views)
 from shared.tasks.service import WEBHOOK_EVENTS
@@ -63,9 +63,7 @@ class TaskSchema(Schema):
     cancel_requested = fields.Boolean()
 
 
-class TaskPageSchema(Schema):
-    items = fields.List(fields.Nested(TaskSchema), required=True)
-    next_cursor = fields.String(allow_none=True, required=True)
+TaskPageSchema = page_schema(TaskSchema, "TaskPage")
 
 
 class TaskTypeSchema(Schema):

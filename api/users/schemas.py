@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
-from api.schemas import iso
+from api.schemas import iso, page_schema
 
 
 class CreditsSchema(Schema):
@@ -41,9 +41,7 @@ class LedgerEntrySchema(Schema):
     created_at = fields.DateTime(required=True)
 
 
-class LedgerPageSchema(Schema):
-    items = fields.List(fields.Nested(LedgerEntrySchema), required=True)
-    next_cursor = fields.String(allow_none=True, required=True)
+LedgerPageSchema = page_schema(LedgerEntrySchema, "LedgerPage")
 
 
 class WebhookSecretSchema(Schema):

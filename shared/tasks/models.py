@@ -18,6 +18,9 @@ QUEUED, PROCESSING, SUCCEEDED, FAILED, CANCELED = (
 STATUSES = (QUEUED, PROCESSING, SUCCEEDED, FAILED, CANCELED)
 ACTIVE_STATUSES = (QUEUED, PROCESSING)
 TERMINAL_STATUSES = (SUCCEEDED, FAILED, CANCELED)
+# Literal, not bound: the planner can only use the partial indexes below when a query's
+# condition is this very text (a bound parameter does not prove it).
+ACTIVE_SQL = "status IN ('queued', 'processing')"
 
 
 class Task(Base):
@@ -43,13 +46,21 @@ class Task(Base):
         ),
         # The list endpoint: newest first per user, keyset-paginated on (created_at, id).
         Index("ix_tasks_user_id_created_at_id", "user_id", "created_at", "id"),
-        # The sweeper and the concurrency limit only ever look at unfinished tasks.
+        # The sweeper only ever looks at unfinished tasks.
         Index(
             "ix_tasks_active",
             "status",
             "updated_at",
-            postgresql_where=text("status IN ('queued', 'processing')"),
-            sqlite_where=text("status IN ('queued', 'processing')"),
+            postgresql_where=text(ACTIVE_SQL),
+            sqlite_where=text(ACTIVE_SQL),
+        ),
+        # The plan's concurrency limit counts a user's unfinished tasks on every create:
+        # this index holds only those, so the count does not grow with the user's history.
+        Index(
+            "ix_tasks_user_id_active",
+            "user_id",
+            postgresql_where=text(ACTIVE_SQL),
+            sqlite_where=text(ACTIVE_SQL),
         ),
     )
 

@@ -34,6 +34,7 @@ from shared.errors import (
 from shared.outbox import Message, send_after_commit
 from shared.tasks import registry
 from shared.tasks.models import (
+    ACTIVE_SQL,
     ACTIVE_STATUSES,
     CANCELED,
     FAILED,
@@ -311,7 +312,7 @@ def _hold_concurrency_limit(session: Session, user_id: uuid.UUID) -> None:
             plans.c.max_concurrent_tasks,
             select(func.count())
             .select_from(tasks)
-            .where(tasks.c.user_id == user_id, tasks.c.status.in_(ACTIVE_STATUSES))
+            .where(tasks.c.user_id == user_id, text(ACTIVE_SQL))
             .scalar_subquery(),
         )
         .select_from(users.join(plans, plans.c.id == users.c.plan_id))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from flask_migrate import downgrade, upgrade
+from flask_migrate import check, downgrade, upgrade
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
@@ -79,6 +79,7 @@ def test_migration_applies_and_reverses_on_an_empty_database(settings):
         app = create_app(settings.with_(database_url=services.sqlalchemy_url(name)))
         with app.app_context():
             upgrade()
+            check()  # the models and the migrations describe the same schema (exits if not)
             engine = create_engine(services.sqlalchemy_url(name))
             tables = set(inspect(engine).get_table_names())
             assert {"plans", "users", "credit_ledger", "tasks", "stripe_events"} <= tables
