@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 import jwt
-from flask import current_app, request
+from flask import current_app, g, request
 
 from api.db import db_session, retry_transient_conflicts
 from api.errors import ApiError
@@ -184,11 +184,21 @@ def authenticate() -> tuple[Caller, bool, Identity | None]:
     session = db_session()
     if token.startswith(API_KEY_PREFIX) and ext.api_key_resolver is not None:
         return ext.api_key_resolver(session, token), False, None
-    identity = ext.verifier.verify(token)
+    identity = verified_identity(token)
     user_id, created = accounts.provision(session, identity.clerk_id, identity.email, identity.name)
     if created:
         session.commit()  # the new account stands even if the view then fails
     return Caller(user_id, identity.clerk_id), created, identity
+
+
+def verified_identity(token: str) -> Identity:
+    """The token's identity, verified once per request (the rate limiter asks first)."""
+    cached = g.get("_verified_identity")
+    if cached is not None and cached[0] == token:
+        return cached[1]
+    identity = current_app.extensions["studiox"].verifier.verify(token)
+    g._verified_identity = (token, identity)
+    return identity
 
 
 def current_caller() -> Caller:

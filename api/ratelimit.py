@@ -29,7 +29,7 @@ from flask import Flask, current_app, g, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RequestLimit
 from limits import parse_many
 
-from api.auth import API_KEY_PREFIX
+from api.auth import API_KEY_PREFIX, verified_identity
 from api.errors import ApiError, error_response
 from shared.config import Settings
 
@@ -68,7 +68,7 @@ def _identify_caller() -> str:
         # Keyed by the key itself: resolving it to its user would cost a query per request.
         return "key:" + hashlib.sha256(token.encode()).hexdigest()[:32]
     try:
-        identity = current_app.extensions["studiox"].verifier.verify(token)
+        identity = verified_identity(token)
     except ApiError:
         return _NO_CALLER  # the view answers 401; the IP budget still applies
     return "user:" + identity.clerk_id

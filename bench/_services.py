@@ -133,7 +133,12 @@ def gunicorn(settings: Settings, workdir: Path, **env) -> Iterator[tuple[str, Se
         f"127.0.0.1:{port}",
         "api:create_app()",
     ]
-    service = Service(argv, process_env(settings, PORT=port, **env), workdir / "gunicorn.log")
+    # Limits stay on (they cost what they cost in production) but high enough that one
+    # loopback load generator is never refused.
+    limits = {"RATE_LIMIT": "10000000 per minute", "RATE_LIMIT_IP": "10000000 per minute"}
+    service = Service(
+        argv, process_env(settings, PORT=port, **{**limits, **env}), workdir / "gunicorn.log"
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -72,7 +72,7 @@ def main() -> None:
         broker = settings.broker_url
         env = {"CELERY_RESULT_BACKEND": broker}
         with (
-            gunicorn(settings, workdir, RATE_LIMIT="1000000 per second") as (base, _),
+            gunicorn(settings, workdir) as (base, _),
             celery_worker(settings, workdir, **env),
         ):
             token = make_dev_token(settings, "latency_user")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import Uuid, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -306,18 +306,20 @@ def _charge_and_insert_postgresql(session, task_id, user_id, task_type, clean_in
     return row[0], row[1]
 
 
+# The limit and the count in one statement of their own (see _charge_and_insert). The
+# status condition is literal so the partial index ix_tasks_user_id_active serves it.
+_ACTIVE_COUNT_SQL = text(
+    f"""
+    SELECT plans.max_concurrent_tasks,
+           (SELECT count(*) FROM tasks WHERE tasks.user_id = users.id AND tasks.{ACTIVE_SQL})
+    FROM users JOIN plans ON plans.id = users.plan_id
+    WHERE users.id = :user_id
+    """
+).bindparams(bindparam("user_id", type_=Uuid))
+
+
 def _hold_concurrency_limit(session: Session, user_id: uuid.UUID) -> None:
-    limit, active = session.execute(
-        select(
-            plans.c.max_concurrent_tasks,
-            select(func.count())
-            .select_from(tasks)
-            .where(tasks.c.user_id == user_id, text(ACTIVE_SQL))
-            .scalar_subquery(),
-        )
-        .select_from(users.join(plans, plans.c.id == users.c.plan_id))
-        .where(users.c.id == user_id)
-    ).one()
+    limit, active = session.execute(_ACTIVE_COUNT_SQL, {"user_id": user_id}).one()
     if active > limit:  # `active` includes the task just inserted
         raise ConcurrencyLimitReached(
             f"Your plan runs at most {limit} tasks at once; wait for one to finish.",
