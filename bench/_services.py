@@ -177,7 +177,9 @@ def celery_worker(
         "-n",
         f"bench{os.getpid()}-{time.monotonic_ns()}@%h",
     ]
-    service = Service(argv, process_env(settings, LOG_LEVEL="INFO", **env), workdir / "worker.log")
+    service = Service(
+        argv, process_env(settings, **{"LOG_LEVEL": "INFO", **env}), workdir / "worker.log"
+    )
     try:
         deadline = time.monotonic() + 30
         while "ready." not in service.log.read_text(errors="replace"):

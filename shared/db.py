@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.config import Settings
 
 
-def make_engine(settings: Settings) -> Engine:
+def make_engine(settings: Settings, *, durable: bool = True) -> Engine:
     url = settings.database_url
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -42,7 +43,12 @@ def make_engine(settings: Settings) -> Engine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=10,
-        connect_args={"connect_timeout": 5},
+        connect_args={
+            "connect_timeout": 5,
+            # Non-durable connections commit before their WAL reaches the disk (see
+            # Database.session_scope).
+            **({} if durable else {"options": "-c synchronous_commit=off"}),
+        },
     )
 
 
@@ -57,10 +63,25 @@ class Database:
     def session(self) -> Session:
         return self.sessionmaker()
 
+    @cached_property
+    def relaxed_sessionmaker(self) -> sessionmaker:
+        if self.settings.is_sqlite:
+            return self.sessionmaker
+        engine = make_engine(self.settings, durable=False)
+        self._relaxed_engine = engine
+        return sessionmaker(bind=engine, expire_on_commit=False)
+
     @contextmanager
-    def session_scope(self) -> Iterator[Session]:
-        """One unit of work: commit on success, roll back on any error."""
-        session = self.sessionmaker()
+    def session_scope(self, *, durable: bool = True) -> Iterator[Session]:
+        """One unit of work: commit on success, roll back on any error.
+
+        `durable=False` is for writes whose loss in a database crash is harmless
+        (a worker's claim, progress, lease renewals): the commit returns without waiting
+        for the disk; PostgreSQL stays consistent, the write may just be forgotten. Never
+        for anything that moves credits or ends a task.
+        """
+        factory = self.sessionmaker if durable else self.relaxed_sessionmaker
+        session = factory()
         try:
             yield session
             session.commit()
@@ -72,3 +93,7 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        relaxed = self.__dict__.pop("_relaxed_engine", None)
+        if relaxed is not None:
+            relaxed.dispose()
+            self.__dict__.pop("relaxed_sessionmaker", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -43,11 +44,19 @@ def _db():
     return app.studiox.db
 
 
+# Progress is stored at most this often: polling clients need no more, and every write
+# is a transaction.
+PROGRESS_WRITE_INTERVAL_S = 0.5
+# How soon a cancel request reaches a running handler (a cheap read, once a second).
+CANCEL_POLL_S = 1.0
+
+
 class LeaseKeeper(threading.Thread):
     """Renews the task's lease while the handler runs, and notices cancel requests.
 
     The lease is how a dead worker is detected: if this process dies, renewals stop and
-    the sweeper takes the task back after `task_lease_s`.
+    the sweeper takes the task back after `task_lease_s`. Renewal (a write) happens every
+    third of the lease; in between, a read once a second looks for a cancel request.
     """
 
     def __init__(self, task_id: uuid.UUID, ctx: TaskContext, lease_s: int):
@@ -57,15 +66,21 @@ class LeaseKeeper(threading.Thread):
         self.progress = 0.0
 
     def run(self) -> None:
-        interval = max(self.lease_s / 3, 0.2)
-        while not self.stopped.wait(interval):
+        renew_every = max(self.lease_s / 3, 0.2)
+        last_renewal = time.monotonic()
+        while not self.stopped.wait(min(CANCEL_POLL_S, renew_every)):
             try:
-                with _db().session_scope() as session:
-                    if not lifecycle.record_progress(
-                        session, self.task_id, self.progress, self.lease_s
-                    ):
-                        self.ctx.canceled.set()
-            except Exception:  # a blip: the next renewal tries again
+                with _db().session_scope(durable=False) as session:
+                    if time.monotonic() - last_renewal >= renew_every:
+                        wanted = lifecycle.record_progress(
+                            session, self.task_id, self.progress, self.lease_s
+                        )
+                        last_renewal = time.monotonic()
+                    else:
+                        wanted = lifecycle.still_wanted(session, self.task_id)
+                if not wanted:
+                    self.ctx.canceled.set()
+            except Exception:  # a blip: the next tick tries again
                 log.warning("lease renewal failed", exc_info=True)
 
     def stop(self) -> None:
@@ -83,7 +98,9 @@ def run_task(self, task_id: str) -> str | None:
     task_uuid = uuid.UUID(task_id)
     settings = app.studiox.settings
     lease_s = settings.task_lease_s
-    with _db().session_scope() as session:
+    # Not durable: a claim lost in a database crash leaves the task queued, to be claimed
+    # again; credits never move here.
+    with _db().session_scope(durable=False) as session:
         claimed = lifecycle.claim_task(session, task_uuid, lease_s)
     if claimed is None:
         log.info("task %s is not claimable (ended, or held elsewhere); skipping", task_id)
@@ -105,10 +122,17 @@ def _run_claimed(celery_task, claimed, settings, lease_s: int) -> str | None:
 
     keeper: LeaseKeeper | None = None
 
+    # The first write waits an interval too: short tasks end before any is needed.
+    last_write = [time.monotonic()]
+
     def report(fraction: float) -> bool:
+        """Store progress (throttled); False when the task should stop."""
         if keeper is not None:
             keeper.progress = fraction
-        with _db().session_scope() as session:
+        if time.monotonic() - last_write[0] < PROGRESS_WRITE_INTERVAL_S:
+            return True  # the lease keeper watches for cancels in between
+        last_write[0] = time.monotonic()
+        with _db().session_scope(durable=False) as session:  # a lost tick is harmless
             return lifecycle.record_progress(session, claimed.id, fraction, lease_s)
 
     ctx = TaskContext(

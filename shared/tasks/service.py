@@ -521,6 +521,14 @@ def claim_task(session: Session, task_id: uuid.UUID, lease_s: int) -> ClaimedTas
     return ClaimedTask(*row) if row else None
 
 
+def still_wanted(session: Session, task_id: uuid.UUID) -> bool:
+    """Whether a running task should go on: still processing, no cancel requested."""
+    row = session.execute(
+        select(tasks.c.status, tasks.c.cancel_requested_at).where(tasks.c.id == task_id)
+    ).first()
+    return row is not None and row[0] == PROCESSING and row[1] is None
+
+
 def record_progress(session: Session, task_id: uuid.UUID, progress: float, lease_s: int) -> bool:
     """Store progress and extend the lease. False when the task should stop
     (cancel requested, or it is no longer this run's)."""
