@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.support import worker as celery_processes
+from tests.support.waiting import wait_for  # noqa: F401  (re-exported for the tests here)
 
 pytestmark = pytest.mark.e2e
 
@@ -41,13 +40,3 @@ def start_worker(settings, tmp_path):
     yield start
     for proc in started:
         proc.stop()
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")

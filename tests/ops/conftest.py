@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what} not met within {timeout}s")
+from tests.support.waiting import free_port, wait_for  # noqa: F401  (re-exported for the tests here)
 
 
 def http_ok(url: str) -> bool:

@@ -6,14 +6,13 @@ and Redis on 6379 are never stopped.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from flask_migrate import upgrade
 
 from shared.credits import service as credits
 from tests.support.postgres_server import PostgresServer
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_for  # noqa: F401  (re-exported for the tests here)
 
 
 @pytest.fixture()
@@ -41,14 +40,3 @@ def migrate(app) -> None:
 def assert_audit_clean(database) -> None:
     with database.session_scope() as session:
         assert credits.audit(session) == []
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout:.0f}s")
-        time.sleep(interval)

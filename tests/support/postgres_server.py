@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.support.redis_server import free_port
+from tests.support.waiting import free_port
 
 BIN_DIRS = ("/usr/local/bin", "/usr/lib/postgresql/15/bin")
 RUN_AS = "postgres"
