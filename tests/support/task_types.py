@@ -22,42 +22,24 @@ class EchoInput(Schema):
     message = fields.String(load_default="")
 
 
-register(
-    TaskType(
-        name="echo",
-        cost=1,
-        description="test only",
-        input_schema=EchoInput,
-        soft_time_limit_s=20,
-        time_limit_s=30,
-        max_attempts=3,
-        listed=False,
+# (name, cost, soft time limit, hard time limit): same handler, different terms.
+for name, cost, soft_s, hard_s in (
+    ("echo", 1, 20, 30),
+    ("echo_short_limit", 1, 1, 5),
+    ("echo_pricey", 7, 20, 30),
+):
+    register(
+        TaskType(
+            name=name,
+            cost=cost,
+            description="test only",
+            input_schema=EchoInput,
+            soft_time_limit_s=soft_s,
+            time_limit_s=hard_s,
+            max_attempts=3,
+            listed=False,
+        )
     )
-)
-register(
-    TaskType(
-        name="echo_short_limit",
-        cost=1,
-        description="test only",
-        input_schema=EchoInput,
-        soft_time_limit_s=1,
-        time_limit_s=5,
-        max_attempts=3,
-        listed=False,
-    )
-)
-register(
-    TaskType(
-        name="echo_pricey",
-        cost=7,
-        description="test only",
-        input_schema=EchoInput,
-        soft_time_limit_s=20,
-        time_limit_s=30,
-        max_attempts=3,
-        listed=False,
-    )
-)
 
 
 def _register_handlers():
