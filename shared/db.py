@@ -49,6 +49,8 @@ def make_engine(settings: Settings, *, durable: bool = True) -> Engine:
             # Database.session_scope).
             **({} if durable else {"options": "-c synchronous_commit=off"}),
         },
+        # ...and run each statement as its own transaction: no BEGIN/COMMIT round trips.
+        **({} if durable else {"isolation_level": "AUTOCOMMIT"}),
     )
 
 
@@ -75,10 +77,11 @@ class Database:
     def session_scope(self, *, durable: bool = True) -> Iterator[Session]:
         """One unit of work: commit on success, roll back on any error.
 
-        `durable=False` is for writes whose loss in a database crash is harmless
-        (a worker's claim, progress, lease renewals): the commit returns without waiting
-        for the disk; PostgreSQL stays consistent, the write may just be forgotten. Never
-        for anything that moves credits or ends a task.
+        `durable=False` is for single statements whose loss in a database crash is
+        harmless (a worker's claim, progress, lease renewals): each statement commits on
+        its own (autocommit: no BEGIN/COMMIT round trips) without waiting for the disk;
+        PostgreSQL stays consistent, the write may just be forgotten. Never for anything
+        that moves credits, ends a task, or needs several statements to be atomic.
         """
         factory = self.sessionmaker if durable else self.relaxed_sessionmaker
         session = factory()
