@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 
 from apispec import APISpec
@@ -185,10 +187,14 @@ def cancel_task(caller: Caller, task_id: str):
     return schemas.task_json(result.task), 200 if result.canceled_now else 202
 
 
+@functools.cache
 def _input_schema_json(schema_cls) -> dict:
+    """A task type's input as one self-contained JSON Schema: nested schemas go under
+    `definitions`, and the references point there."""
     spec = APISpec("x", "1", "3.0.3", plugins=[MarshmallowPlugin()])
     spec.components.schema(schema_cls.__name__, schema=schema_cls)
-    components = spec.to_dict()["components"]["schemas"]
+    rendered = json.dumps(spec.to_dict()["components"]["schemas"])
+    components = json.loads(rendered.replace('"#/components/schemas/', '"#/definitions/'))
     main = dict(components.pop(schema_cls.__name__))
     if components:
         main["definitions"] = components

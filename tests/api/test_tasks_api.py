@@ -273,3 +273,14 @@ def test_broker_refusal_leaves_the_task_for_the_sweeper(client, auth, app, db_se
     assert task["status"] == "queued"
     row = lifecycle.get_task(db_session, find_user_id(db_session, "user_test"), task["id"])
     assert row.enqueued_at is None  # the sweeper will send it on its next run
+
+
+def test_task_type_input_schemas_are_self_contained(client):
+    import json
+
+    for item in client.get("/api/task-types").get_json()["items"]:
+        schema = item["input_schema"]
+        text = json.dumps(schema)
+        assert "#/components/" not in text
+        for name in [part.split('"')[0] for part in text.split('"#/definitions/')[1:]]:
+            assert name in schema["definitions"], (item["type"], name)
