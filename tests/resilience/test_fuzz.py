@@ -9,6 +9,7 @@ their real work instead of answering 503 `billing_not_configured`.
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections import Counter
 
@@ -137,7 +138,12 @@ def creation_spec(app) -> dict:
     doc = copy.deepcopy(client.get("/openapi.json").get_json())
     bodies = []
     for item in client.get("/api/task-types").get_json()["items"]:
-        input_schema = copy.deepcopy(item["input_schema"])
+        # The catalogue's schemas are self-contained (`#/definitions/...`); moved into
+        # this document's components, their references must point there.
+        as_component = json.dumps(item["input_schema"]).replace(
+            '"#/definitions/', '"#/components/schemas/'
+        )
+        input_schema = json.loads(as_component)
         for name, sub in input_schema.pop("definitions", {}).items():
             doc["components"]["schemas"].setdefault(name, sub)
         bodies.append(
