@@ -29,7 +29,7 @@ from flask import Flask, current_app, g, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RequestLimit
 from limits import parse_many
 
-from api.auth import API_KEY_PREFIX, verified_identity
+from api.auth import API_KEY_PREFIX, bearer_token, verified_identity
 from api.errors import ApiError, error_response
 from shared.config import Settings
 
@@ -60,9 +60,9 @@ def caller_key() -> str:
 
 
 def _identify_caller() -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    try:
+        token = bearer_token()
+    except ApiError:
         return _NO_CALLER
     if token.startswith(API_KEY_PREFIX):
         # Keyed by the key itself: resolving it to its user would cost a query per request.

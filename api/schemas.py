@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import request
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
+from api.errors import ApiError
 from shared.base import iso
 from shared.errors import ValidationFailed
 
@@ -40,8 +41,6 @@ class PageQuerySchema(Schema):
 
 def load_json(schema: Schema, *, allow_empty: bool = False) -> dict:
     """Parse the JSON body with `schema`; bad JSON or content type is a clear 4xx."""
-    from api.errors import ApiError
-
     raw = request.get_data(cache=True)
     if not raw.strip():
         if allow_empty:

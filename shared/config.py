@@ -7,7 +7,7 @@ a `Settings` object, so tests and tools can pass their own.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +97,6 @@ class Settings:
 
     db_pool_size: int = 10
     db_max_overflow: int = 10
-    extra: dict = field(default_factory=dict)
 
     @property
     def is_sqlite(self) -> bool:
@@ -203,6 +202,3 @@ class Settings:
             db_pool_size=int(get("DB_POOL_SIZE", defaults.db_pool_size)),
             db_max_overflow=int(get("DB_MAX_OVERFLOW", defaults.db_max_overflow)),
         )
-
-
-SETTING_NAMES = tuple(f.name for f in fields(Settings))

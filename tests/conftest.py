@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from shared.config import Settings
 from tests.support import services
+from tests.support.transactions import joined
 
 TABLES = ("credit_ledger", "tasks", "purchases", "stripe_events", "api_keys", "users")
 
@@ -99,17 +100,36 @@ def db_session(app, database, sent):
     app's own sessions join the same transaction."""
     connection = database.engine.connect()
     outer = connection.begin()
-    database.sessionmaker.configure(bind=connection, join_transaction_mode="create_savepoint")
-    session = database.sessionmaker()
     try:
-        yield session
+        with joined(database, connection):
+            session = database.sessionmaker()
+            try:
+                yield session
+            finally:
+                session.close()
     finally:
-        session.close()
-        database.sessionmaker.configure(
-            bind=database.engine, join_transaction_mode="conditional_savepoint"
-        )
         outer.rollback()
         connection.close()
+
+
+@pytest.fixture()
+def joined_app(db_session):
+    """Build another app (other settings) whose sessions join the test's transaction:
+    `joined_app(settings.with_(...))`."""
+    from contextlib import ExitStack
+
+    from api import create_app
+
+    with ExitStack() as stack:
+
+        def make(app_settings):
+            other = create_app(app_settings)
+            database = other.extensions["studiox"].db
+            stack.callback(database.dispose)
+            stack.enter_context(joined(database, db_session.get_bind()))
+            return other
+
+        yield make
 
 
 @pytest.fixture()

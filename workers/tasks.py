@@ -17,10 +17,10 @@ from shared.logging import request_id_var, task_id_var
 from shared.outbox import Message
 from shared.tasks import registry
 from shared.tasks import service as lifecycle
+from workers import webhooks
 from workers.celery_app import app
 from workers.pipelines import get_handler
 from workers.pipelines.base import PermanentError, TaskCanceled, TaskContext, TransientError
-from workers.webhooks import deliver
 
 log = logging.getLogger("studiox.worker")
 
@@ -222,12 +222,14 @@ def reset_due_credits(batch_size: int = 10_000) -> int:
 def deliver_webhook(self, task_id: str, status: str) -> bool:
     """POST a task's terminal event to its webhook_url (Standard Webhooks signature);
     retried with exponential backoff; the message id is stable across retries."""
-    with _db().session_scope() as session:
-        ok = deliver(session, uuid.UUID(task_id), status, app.studiox.settings)
-    if ok is False:
+    with _db().session_scope() as session:  # commits a webhook secret made just now
+        delivery = webhooks.prepare(session, uuid.UUID(task_id), status)
+    if delivery is None:
+        return False
+    if not webhooks.send(delivery, app.studiox.settings.webhook_timeout_s):
         base = app.studiox.settings.webhook_retry_base_s
         raise self.retry(countdown=min(base * 2**self.request.retries, 3600))
-    return bool(ok)
+    return True
 
 
 @app.task(name="studiox.delete_expired_artifacts", ignore_result=True)

@@ -14,12 +14,12 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 
 import httpx
 from sqlalchemy.orm import Session
 
 from shared.accounts import service as accounts
-from shared.config import Settings
 from shared.tasks.models import Task
 from shared.tasks.representation import task_json
 
@@ -33,13 +33,28 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def deliver(session: Session, task_id: uuid.UUID, status: str, settings: Settings) -> bool | None:
-    """POST the task's event once. True delivered, False retry later, None nothing to do."""
+@dataclass(frozen=True)
+class Delivery:
+    """One signed webhook request, ready to send."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+    @property
+    def msg_id(self) -> str:
+        return self.headers["webhook-id"]
+
+
+def prepare(session: Session, task_id: uuid.UUID, status: str) -> Delivery | None:
+    """The signed request for a task's terminal event, or None when there is no webhook.
+
+    The message id is stable per task event, so retries carry the same `webhook-id`.
+    """
     task = session.get(Task, task_id)
     if task is None or not task.webhook_url:
         return None
     secret = accounts.webhook_secret(session, task.user_id)
-    session.commit()  # keep a secret created just now
     msg_id = f"msg_{task.id.hex}_{status}"
     timestamp = int(time.time())
     body = json.dumps(
@@ -53,18 +68,23 @@ def deliver(session: Session, task_id: uuid.UUID, status: str, settings: Setting
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign(secret, msg_id, timestamp, body),
     }
+    return Delivery(task.webhook_url, body, headers)
+
+
+def send(delivery: Delivery, timeout_s: float) -> bool:
+    """POST it once (no database connection held). True when the receiver took it."""
     try:
         response = httpx.post(
-            task.webhook_url,
-            content=body,
-            headers=headers,
-            timeout=settings.webhook_timeout_s,
+            delivery.url,
+            content=delivery.body,
+            headers=delivery.headers,
+            timeout=timeout_s,
             follow_redirects=False,
         )
     except httpx.HTTPError as exc:
-        log.warning("webhook %s to %s failed: %s", msg_id, task.webhook_url, exc)
+        log.warning("webhook %s to %s failed: %s", delivery.msg_id, delivery.url, exc)
         return False
     if 200 <= response.status_code < 300:
         return True
-    log.warning("webhook %s to %s answered %s", msg_id, task.webhook_url, response.status_code)
+    log.warning("webhook %s to %s answered %s", delivery.msg_id, delivery.url, response.status_code)
     return False

@@ -4,7 +4,6 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from api.schemas import PageQuerySchema, page_schema
 from shared.tasks.models import STATUSES
-from shared.tasks.representation import task_json  # noqa: F401  (re-exported for views)
 from shared.tasks.service import WEBHOOK_EVENTS
 
 

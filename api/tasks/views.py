@@ -19,6 +19,7 @@ from api.tasks import schemas
 from shared.tasks import registry
 from shared.tasks import service as tasks
 from shared.tasks.models import TERMINAL_STATUSES
+from shared.tasks.representation import task_json
 
 blueprint = Blueprint("tasks", __name__)
 
@@ -126,7 +127,7 @@ def create_task(caller: Caller):
     ended = task.status in TERMINAL_STATUSES
     # 202 while it runs; 200 once it ended, and for a plain idempotent replay.
     status = 200 if ended or (not result.created and not wait_s) else 202
-    return schemas.task_json(task), status, {"Location": f"/api/tasks/{task.id}"}
+    return task_json(task), status, {"Location": f"/api/tasks/{task.id}"}
 
 
 # The original product's path; same contract.
@@ -150,7 +151,7 @@ def list_tasks(caller: Caller):
         status=args["status"],
         type_name=args["type"],
     )
-    return {"items": [schemas.task_json(t) for t in rows], "next_cursor": next_cursor}
+    return {"items": [task_json(t) for t in rows], "next_cursor": next_cursor}
 
 
 @blueprint.get("/api/tasks/<task_id>")
@@ -169,7 +170,7 @@ def get_task(caller: Caller, task_id: str):
     task = tasks.get_task(session, caller.user_id, task_id)
     if wait_s:
         task = _wait_for_end(session, caller.user_id, task, wait_s)
-    return schemas.task_json(task)
+    return task_json(task)
 
 
 @blueprint.post("/api/tasks/<task_id>/cancel")
@@ -184,7 +185,7 @@ def cancel_task(caller: Caller, task_id: str):
     session = db_session()
     result = tasks.cancel_task(session, caller.user_id, task_id)
     session.commit()
-    return schemas.task_json(result.task), 200 if result.canceled_now else 202
+    return task_json(result.task), 200 if result.canceled_now else 202
 
 
 @functools.cache

@@ -60,7 +60,7 @@ PORTAL_RETURN_PATH = "/billing"
 
 def stripe_client(settings: Settings) -> stripe.StripeClient:
     """The Stripe client for these settings; BillingNotConfigured without a secret key."""
-    if not settings.stripe_secret_key:
+    if not settings.billing_configured:
         raise BillingNotConfigured()
     return _client(settings.stripe_secret_key, settings.stripe_api_base)
 

@@ -62,10 +62,6 @@ def listed() -> list[TaskType]:
     return [t for t in _REGISTRY.values() if t.listed]
 
 
-def all_types() -> list[TaskType]:
-    return list(_REGISTRY.values())
-
-
 def longest_time_limit_s() -> int:
     return max(t.time_limit_s for t in _REGISTRY.values())
 

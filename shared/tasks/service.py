@@ -14,6 +14,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -129,7 +130,7 @@ def create_task(
     task_id = uuid.uuid4()
     try:
         # A savepoint only when a concurrent request with the same key can collide.
-        with session.begin_nested() if idempotency_key is not None else _nullcontext():
+        with session.begin_nested() if idempotency_key is not None else nullcontext():
             task = _charge_and_insert(
                 session,
                 task_id,
@@ -153,14 +154,6 @@ def create_task(
     on_failure = (lambda _exc: mark_unsent(task_id)) if mark_unsent else None
     send_after_commit(session, run_task_message(task_id, task_type.name, request_id, on_failure))
     return CreateResult(task, created=True)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _find_by_key(session: Session, user_id: uuid.UUID, key: str) -> Task | None:

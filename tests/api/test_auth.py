@@ -9,7 +9,6 @@ import time
 import jwt
 import pytest
 
-from api import create_app
 from tests.support.clerk import ISSUER, ClerkKeys, JwksServer
 
 KEYS = ClerkKeys()
@@ -22,8 +21,8 @@ def jwks():
 
 
 @pytest.fixture()
-def clerk_client(settings, jwks, db_session):
-    app = create_app(
+def clerk_client(settings, jwks, joined_app):
+    app = joined_app(
         settings.with_(
             auth_mode="clerk",
             clerk_jwks_url=jwks.url,
@@ -31,15 +30,7 @@ def clerk_client(settings, jwks, db_session):
             clerk_authorized_parties=("http://localhost:5173",),
         )
     )
-    _share_connection(app, db_session)
     return app.test_client()
-
-
-def _share_connection(app, db_session):
-    """Make a second app's sessions join the test's rolled-back transaction."""
-    app.extensions["studiox"].db.sessionmaker.configure(
-        bind=db_session.get_bind(), join_transaction_mode="create_savepoint"
-    )
 
 
 def bearer(token: str) -> dict:
@@ -101,13 +92,12 @@ def test_malformed_authorization_header_is_401(client, header):
     assert response.get_json()["error"]["code"] == "unauthorized"
 
 
-def test_unknown_kids_refetch_the_jwks_at_most_once_a_minute(settings, db_session):
+def test_unknown_kids_refetch_the_jwks_at_most_once_a_minute(settings, joined_app):
     keys = ClerkKeys(kid="k1")
     with JwksServer([keys]) as server:
-        app = create_app(
+        app = joined_app(
             settings.with_(auth_mode="clerk", clerk_jwks_url=server.url, clerk_issuer=ISSUER)
         )
-        _share_connection(app, db_session)
         client = app.test_client()
         assert client.get("/api/users/me", headers=bearer(keys.token())).status_code == 200
         assert server.hits == 1
@@ -117,11 +107,10 @@ def test_unknown_kids_refetch_the_jwks_at_most_once_a_minute(settings, db_sessio
         assert server.hits == 1  # the cache refused to refetch inside the minute
 
 
-def test_pem_key_verifies_without_network(settings, db_session):
-    app = create_app(
+def test_pem_key_verifies_without_network(settings, joined_app):
+    app = joined_app(
         settings.with_(auth_mode="clerk", clerk_jwt_key=KEYS.public_pem, clerk_issuer=ISSUER)
     )
-    _share_connection(app, db_session)
     client = app.test_client()
     assert client.get("/api/users/me", headers=bearer(KEYS.token("user_pem"))).status_code == 200
     assert client.get("/api/users/me", headers=bearer(OTHER.token())).status_code == 401

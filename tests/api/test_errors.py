@@ -72,18 +72,14 @@ def test_protected_endpoints_need_a_token(client, path):
     assert_error(client.get(path), 401, "unauthorized")
 
 
-def test_a_deadlocked_transaction_is_retried_not_answered_503(settings, db_session, auth):
+def test_a_deadlocked_transaction_is_retried_not_answered_503(settings, joined_app, auth):
     """PostgreSQL aborts one of two deadlocked transactions; the view runs again."""
     import psycopg
     from sqlalchemy.exc import OperationalError
 
-    from api import create_app
     from api.auth import Caller, authenticated
 
-    app = create_app(settings)
-    app.extensions["studiox"].db.sessionmaker.configure(
-        bind=db_session.get_bind(), join_transaction_mode="create_savepoint"
-    )
+    app = joined_app(settings)
     calls = []
 
     @app.get("/__flaky")

@@ -17,6 +17,7 @@ from shared.billing.models import Purchase, StripeEvent
 from shared.credits import service as credits
 from shared.credits.models import CreditLedger
 from tests.billing.fake_stripe import FakeStripe, sign
+from tests.support.transactions import joined
 
 WEBHOOK_SECRET = "whsec_test_0123456789abcdef"
 _event_ids = itertools.count(1)
@@ -53,13 +54,8 @@ def billing_app(settings, app, fake_stripe):
 @pytest.fixture()
 def bclient(billing_app, db_session, stripe_fake):
     """A client of `billing_app` whose sessions join the test's rolled-back transaction."""
-    maker = billing_app.extensions["studiox"].db.sessionmaker
-    maker.configure(bind=db_session.get_bind(), join_transaction_mode="create_savepoint")
-    try:
+    with joined(billing_app.extensions["studiox"].db, db_session.get_bind()):
         yield billing_app.test_client()
-    finally:
-        engine = billing_app.extensions["studiox"].db.engine
-        maker.configure(bind=engine, join_transaction_mode="conditional_savepoint")
 
 
 @pytest.fixture()
