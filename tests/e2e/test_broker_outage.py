@@ -76,3 +76,43 @@ def test_tasks_accepted_while_redis_is_down_all_run_once_it_is_back(
         beat.stop()
         worker.stop()
         app.extensions["studiox"].db.dispose()
+
+
+def test_worker_survives_a_redis_restart_while_a_task_is_running(
+    settings, committed, own_redis, auth, tmp_path
+):
+    """The broker goes away while a task's message is unacknowledged (acks_late): the
+    worker must reconnect, not exit. Celery 5.7.0 exits here with "Unrecoverable error:
+    AttributeError ... 'hostname'" (it closes a connection whose transport it has
+    already collected), which is why pyproject.toml keeps Celery below 5.7."""
+    own = settings.with_(broker_url=own_redis.url)
+    app = create_app(own)
+    client = app.test_client()
+    worker = celery_processes.worker(own, tmp_path / "worker.log", TASK_LEASE_S=3).start()
+    try:
+        slow = client.post(
+            "/api/tasks",
+            json={"type": "echo", "input": {"steps": 30, "step_seconds": 0.1}},
+            headers=auth(),
+        ).get_json()["id"]
+
+        def status(task_id):
+            with committed.session_scope() as session:
+                return session.scalar(select(Task.status).where(Task.id == task_id))
+
+        wait_for(lambda: status(slow) == "processing", timeout=20, interval=0.05)
+        own_redis.stop()
+        time.sleep(1)  # the consumer sees the closed socket at once
+        own_redis.start()
+        wait_for(lambda: status(slow) == "succeeded", timeout=30, interval=0.2)
+        after = client.post("/api/tasks", json={"type": "echo", "input": {}}, headers=auth())
+        assert after.status_code == 202
+        after_id = after.get_json()["id"]
+        exited = lambda: worker.proc.poll() is not None  # noqa: E731
+        wait_for(lambda: status(after_id) == "succeeded" or exited(), timeout=30, interval=0.2)
+        assert not exited(), f"the worker exited:\n{worker.log()[-3000:]}"
+        with committed.session_scope() as session:
+            assert credits.audit(session) == []
+    finally:
+        worker.stop()
+        app.extensions["studiox"].db.dispose()
