@@ -10,8 +10,10 @@ by all routes.
 
 Counters live in Redis when there is one (RATE_LIMIT_STORAGE_URL, else the broker's
 Redis), so all API processes and containers share them; in the embedded setup they are
-in memory (one API process). If Redis is unreachable, requests are let through and the
-error is logged: limits protect the service, they must not take it down.
+in memory (one API process). If Redis is unreachable, each API process counts in its
+own memory until Redis answers again (flask-limiter re-checks after 1, 2, 4 ... 32 s),
+with one warning, not a traceback per request: limits protect the service, they must not
+take it down, nor go away with Redis.
 
 Not limited: liveness/readiness probes, Prometheus scrapes, and Stripe's webhook (signed,
 and a refused delivery would only delay credits). An app with TESTING=True is not limited
@@ -113,6 +115,7 @@ def init_app(app: Flask) -> Limiter:
         strategy="fixed-window",
         key_prefix="studiox",
         swallow_errors=True,
+        in_memory_fallback_enabled=uri != "memory://",
         on_breach=_breach,
         headers_enabled=False,  # would cost a storage round trip on every response
     )

@@ -3,12 +3,14 @@ instance of its own with small limits."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import pytest
 
 from api import create_app
 from api.ratelimit import storage_uri
+from tests.support.waiting import free_port
 
 
 @pytest.fixture()
@@ -100,6 +102,30 @@ def test_the_ip_over_the_limit_gets_429_signed_in_or_not(make_app):
     assert int(refused.headers["Retry-After"]) >= 1
     assert client.get("/api/billing/plans", environ_base={"REMOTE_ADDR": _ip()}).status_code == 200
     assert client.get("/ready", environ_base=ip).status_code == 200
+
+
+def test_with_redis_unreachable_limits_count_in_memory_with_one_warning(make_app, token, caplog):
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    app = make_app(
+        rate_limit="3 per minute", rate_limit_ip="1000 per minute", rate_limit_storage_url=dead
+    )
+    client = app.test_client()
+    user = {"Authorization": f"Bearer {token(f'rl_{uuid.uuid4().hex[:8]}')}"}
+    ip = {"REMOTE_ADDR": _ip()}
+    with caplog.at_level(logging.INFO):
+        statuses = [
+            client.get("/api/users/credits", headers=user, environ_base=ip).status_code
+            for _ in range(5)
+        ]
+    # Served, and still limited: the fallback counts in this process's memory.
+    assert statuses == [200, 200, 200, 429, 429]
+    limiter_records = [
+        r for r in caplog.records if r.name == "flask-limiter" and r.levelno >= logging.WARNING
+    ]
+    assert [r.getMessage() for r in limiter_records] == [
+        "Rate limit storage unreachable - falling back to in-memory storage"
+    ]
+    assert all(r.exc_info is None for r in limiter_records)
 
 
 def test_metrics_are_locked_down_in_production(make_app):
