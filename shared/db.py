@@ -66,25 +66,44 @@ class Database:
         return self.sessionmaker()
 
     @cached_property
-    def relaxed_sessionmaker(self) -> sessionmaker:
+    def _relaxed_engine(self) -> Engine:
         if self.settings.is_sqlite:
-            return self.sessionmaker
-        engine = make_engine(self.settings, durable=False)
-        self._relaxed_engine = engine
-        return sessionmaker(bind=engine, expire_on_commit=False)
+            return self.engine
+        return make_engine(self.settings, durable=False)
+
+    @cached_property
+    def _single_statement_engine(self) -> Engine:
+        if self.settings.is_sqlite:
+            return self.engine
+        # Same pool as the durable engine; the option only switches psycopg's
+        # autocommit flag on checkout (no round trip).
+        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
-    def session_scope(self, *, durable: bool = True) -> Iterator[Session]:
+    def session_scope(
+        self, *, durable: bool = True, single_statement: bool = False
+    ) -> Iterator[Session]:
         """One unit of work: commit on success, roll back on any error.
+
+        `single_statement=True` is for one statement that is atomic on its own (a
+        worker's successful finish): it commits durably by itself, without the
+        BEGIN/COMMIT round trips around it.
 
         `durable=False` is for single statements whose loss in a database crash is
         harmless (a worker's claim, progress, lease renewals): each statement commits on
-        its own (autocommit: no BEGIN/COMMIT round trips) without waiting for the disk;
-        PostgreSQL stays consistent, the write may just be forgotten. Never for anything
-        that moves credits, ends a task, or needs several statements to be atomic.
+        its own (autocommit) without waiting for the disk; PostgreSQL stays consistent,
+        the write may just be forgotten.
+
+        Neither is for anything that moves credits or needs several statements to be
+        atomic: each statement would commit alone. All three come from the one
+        sessionmaker, so what is installed on it (the outbox) applies to each.
         """
-        factory = self.sessionmaker if durable else self.relaxed_sessionmaker
-        session = factory()
+        if not durable:
+            session = self.sessionmaker(bind=self._relaxed_engine)
+        elif single_statement:
+            session = self.sessionmaker(bind=self._single_statement_engine)
+        else:
+            session = self.sessionmaker()
         try:
             yield session
             session.commit()
@@ -97,6 +116,6 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
         relaxed = self.__dict__.pop("_relaxed_engine", None)
-        if relaxed is not None:
+        if relaxed is not None and relaxed is not self.engine:
             relaxed.dispose()
-            self.__dict__.pop("relaxed_sessionmaker", None)
+        self.__dict__.pop("_single_statement_engine", None)

@@ -178,8 +178,13 @@ def _run_claimed(celery_task, claimed, settings, lease_s: int) -> str | None:
     finally:
         keeper.stop()
 
-    with _db().session_scope() as session:
-        final = lifecycle.complete_task(session, claimed.id, output, ctx.artifacts)
+    with _db().session_scope(single_statement=True) as session:
+        succeeded = lifecycle.succeed_task(session, claimed.id, output, ctx.artifacts)
+    if succeeded:
+        final = lifecycle.SUCCEEDED
+    else:  # a cancel came in meanwhile (or someone else ended it): refund in a transaction
+        with _db().session_scope() as session:
+            final = lifecycle.CANCELED if lifecycle.finish_canceled(session, claimed.id) else None
     log.info("finished: %s", final)
     return final
 

@@ -478,65 +478,120 @@ class ClaimedTask:
     request_id: str | None
 
 
+# The worker's statements run for every task, so they are built once: building a Core
+# statement costs more CPU than PostgreSQL takes to run it (about 1.5 ms against 0.3 ms
+# here, measured); a prebuilt one only binds its parameters. The shared parameters are
+# typed, so every dialect (SQLite too, for `make run`) converts them alike.
+_NOW = bindparam("now", type_=tasks.c.updated_at.type)
+_LEASE_UNTIL = bindparam("lease_until", type_=tasks.c.lease_expires_at.type)
+_CLAIM = (
+    update(tasks)
+    .where(
+        tasks.c.id == bindparam("task_id"),
+        tasks.c.cancel_requested_at.is_(None),
+        or_(
+            tasks.c.status == QUEUED,
+            and_(tasks.c.status == PROCESSING, tasks.c.lease_expires_at < _NOW),
+        ),
+    )
+    .values(
+        status=PROCESSING,
+        attempts=tasks.c.attempts + 1,
+        started_at=func.coalesce(tasks.c.started_at, _NOW),
+        lease_expires_at=_LEASE_UNTIL,
+        updated_at=_NOW,
+    )
+    .returning(
+        tasks.c.id,
+        tasks.c.user_id,
+        tasks.c.type,
+        tasks.c.input,
+        tasks.c.attempts,
+        tasks.c.request_id,
+    )
+)
+_STILL_WANTED = select(tasks.c.status, tasks.c.cancel_requested_at).where(
+    tasks.c.id == bindparam("task_id")
+)
+_RECORD_PROGRESS = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("task_id"), tasks.c.status == PROCESSING)
+    .values(
+        progress=bindparam("progress"),
+        lease_expires_at=_LEASE_UNTIL,
+        updated_at=_NOW,
+    )
+    .returning(tasks.c.cancel_requested_at)
+)
+_SUCCEED = (
+    update(tasks)
+    .where(
+        tasks.c.id == bindparam("task_id"),
+        tasks.c.status == PROCESSING,
+        tasks.c.cancel_requested_at.is_(None),
+    )
+    .values(
+        status=SUCCEEDED,
+        output=bindparam("output"),
+        artifacts=bindparam("artifacts"),
+        progress=1.0,
+        completed_at=_NOW,
+        updated_at=_NOW,
+        lease_expires_at=None,
+    )
+    .returning(tasks.c.webhook_url, tasks.c.webhook_events, tasks.c.status, tasks.c.id)
+)
+
+
+def _lease_params(task_id: uuid.UUID, lease_s: int) -> dict:
+    now = utcnow()
+    return {"task_id": task_id, "now": now, "lease_until": now + timedelta(seconds=lease_s)}
+
+
 def claim_task(session: Session, task_id: uuid.UUID, lease_s: int) -> ClaimedTask | None:
     """Take a task for running: only a queued one, or a processing one whose lease expired.
 
     Returns None when someone else holds it or it has ended (a duplicate message is then
     harmless).
     """
-    now = utcnow()
-    row = session.execute(
-        update(tasks)
-        .where(
-            tasks.c.id == task_id,
-            tasks.c.cancel_requested_at.is_(None),
-            or_(
-                tasks.c.status == QUEUED,
-                and_(tasks.c.status == PROCESSING, tasks.c.lease_expires_at < now),
-            ),
-        )
-        .values(
-            status=PROCESSING,
-            attempts=tasks.c.attempts + 1,
-            started_at=func.coalesce(tasks.c.started_at, now),
-            lease_expires_at=now + timedelta(seconds=lease_s),
-            updated_at=now,
-        )
-        .returning(
-            tasks.c.id,
-            tasks.c.user_id,
-            tasks.c.type,
-            tasks.c.input,
-            tasks.c.attempts,
-            tasks.c.request_id,
-        )
-    ).first()
+    row = session.execute(_CLAIM, _lease_params(task_id, lease_s)).first()
     return ClaimedTask(*row) if row else None
 
 
 def still_wanted(session: Session, task_id: uuid.UUID) -> bool:
     """Whether a running task should go on: still processing, no cancel requested."""
-    row = session.execute(
-        select(tasks.c.status, tasks.c.cancel_requested_at).where(tasks.c.id == task_id)
-    ).first()
+    row = session.execute(_STILL_WANTED, {"task_id": task_id}).first()
     return row is not None and row[0] == PROCESSING and row[1] is None
 
 
 def record_progress(session: Session, task_id: uuid.UUID, progress: float, lease_s: int) -> bool:
     """Store progress and extend the lease. False when the task should stop
     (cancel requested, or it is no longer this run's)."""
+    params = _lease_params(task_id, lease_s) | {"progress": min(max(progress, 0.0), 1.0)}
+    row = session.execute(_RECORD_PROGRESS, params).first()
+    return row is not None and row[0] is None
+
+
+def succeed_task(
+    session: Session, task_id: uuid.UUID, output: dict, artifacts: list[dict] | None = None
+) -> bool:
+    """End a processing task with its output, unless a cancel was requested meanwhile.
+
+    One statement that moves no credits, so it is atomic on its own: the worker runs it
+    without a transaction around it. False when the task is not processing or a cancel
+    is pending (then `finish_canceled`, in a transaction, ends it).
+    """
     now = utcnow()
     row = session.execute(
-        update(tasks)
-        .where(tasks.c.id == task_id, tasks.c.status == PROCESSING)
-        .values(
-            progress=min(max(progress, 0.0), 1.0),
-            lease_expires_at=now + timedelta(seconds=lease_s),
-            updated_at=now,
-        )
-        .returning(tasks.c.cancel_requested_at)
+        _SUCCEED,
+        {"task_id": task_id, "output": output, "artifacts": artifacts or [], "now": now},
     ).first()
-    return row is not None and row[0] is None
+    if row is None:
+        return False
+    message = _webhook_message(row)
+    if message is not None:
+        send_after_commit(session, message)
+    return True
 
 
 def complete_task(
@@ -544,14 +599,8 @@ def complete_task(
 ) -> str | None:
     """End a processing task with its output; if a cancel was requested meanwhile, it
     ends canceled and refunded instead. Returns the final status, or None if the task
-    was not processing (someone else ended it)."""
-    if _end(
-        session,
-        task_id,
-        [tasks.c.status == PROCESSING, tasks.c.cancel_requested_at.is_(None)],
-        {"status": SUCCEEDED, "output": output, "artifacts": artifacts or [], "progress": 1.0},
-        refund=False,
-    ):
+    was not processing (someone else ended it). Needs a transaction (the refund)."""
+    if succeed_task(session, task_id, output, artifacts):
         return SUCCEEDED
     if finish_canceled(session, task_id):
         return CANCELED
