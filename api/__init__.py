@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         db=database,
         verifier=auth.TokenVerifier(settings),
         producer=producer,
-        send=sender(producer),
+        send=sender(settings, producer),
         api_key_resolver=api_keys.resolve_api_key,
     )
     outbox.install(database.sessionmaker, lambda message: ext.send(message))
