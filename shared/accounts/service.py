@@ -6,7 +6,7 @@ import base64
 import secrets
 import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -23,10 +23,12 @@ def _insert(session: Session):
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(users)
 
 
+# Every authenticated request runs it: built once (building costs more than running it).
+_FIND_USER_ID = select(users.c.id).where(users.c.clerk_id == bindparam("clerk_id"))
+
+
 def find_user_id(session: Session, clerk_id: str) -> uuid.UUID | None:
-    return session.execute(
-        select(users.c.id).where(users.c.clerk_id == clerk_id)
-    ).scalar_one_or_none()
+    return session.execute(_FIND_USER_ID, {"clerk_id": clerk_id}).scalar_one_or_none()
 
 
 def provision(
