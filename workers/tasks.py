@@ -4,6 +4,7 @@ redelivered message finds the work done (or held by someone else) and does nothi
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -51,40 +52,73 @@ PROGRESS_WRITE_INTERVAL_S = 0.5
 CANCEL_POLL_S = 1.0
 
 
+class _Watch:
+    """The running task the lease keeper looks after."""
+
+    def __init__(self, task_id: uuid.UUID, ctx: TaskContext, lease_s: int):
+        self.task_id, self.ctx, self.lease_s = task_id, ctx, lease_s
+        self.progress = 0.0
+        self.renew_every = max(lease_s / 3, 0.2)
+        now = time.monotonic()
+        self.last_renewal = now
+        # The first look waits a whole interval: short tasks end before any is needed.
+        self.next_check = now + min(CANCEL_POLL_S, self.renew_every)
+
+    def check(self) -> None:
+        """Renew the lease when due, else just read; tell the handler if it must stop."""
+        now = time.monotonic()
+        self.next_check = now + min(CANCEL_POLL_S, self.renew_every)
+        with _db().session_scope(durable=False) as session:
+            if now - self.last_renewal >= self.renew_every:
+                wanted = lifecycle.record_progress(
+                    session, self.task_id, self.progress, self.lease_s
+                )
+                self.last_renewal = now
+            else:
+                wanted = lifecycle.still_wanted(session, self.task_id)
+        if not wanted:
+            self.ctx.canceled.set()
+
+
 class LeaseKeeper(threading.Thread):
-    """Renews the task's lease while the handler runs, and notices cancel requests.
+    """Renews the running task's lease and notices cancel requests: one thread per
+    worker process, started with its first task, looking after whichever task runs.
 
     The lease is how a dead worker is detected: if this process dies, renewals stop and
     the sweeper takes the task back after `task_lease_s`. Renewal (a write) happens every
     third of the lease; in between, a read once a second looks for a cancel request.
+    Tasks only set and clear `watching`: no thread to start, nothing to signal, per task.
     """
 
-    def __init__(self, task_id: uuid.UUID, ctx: TaskContext, lease_s: int):
-        super().__init__(daemon=True, name=f"lease-{task_id}")
-        self.task_id, self.ctx, self.lease_s = task_id, ctx, lease_s
-        self.stopped = threading.Event()
-        self.progress = 0.0
+    TICK_S = 0.1
+
+    def __init__(self):
+        super().__init__(daemon=True, name="lease-keeper")
+        self.watching: _Watch | None = None
 
     def run(self) -> None:
-        renew_every = max(self.lease_s / 3, 0.2)
-        last_renewal = time.monotonic()
-        while not self.stopped.wait(min(CANCEL_POLL_S, renew_every)):
+        while True:
+            time.sleep(self.TICK_S)
+            watch = self.watching
+            if watch is None or time.monotonic() < watch.next_check:
+                continue
             try:
-                with _db().session_scope(durable=False) as session:
-                    if time.monotonic() - last_renewal >= renew_every:
-                        wanted = lifecycle.record_progress(
-                            session, self.task_id, self.progress, self.lease_s
-                        )
-                        last_renewal = time.monotonic()
-                    else:
-                        wanted = lifecycle.still_wanted(session, self.task_id)
-                if not wanted:
-                    self.ctx.canceled.set()
+                watch.check()
             except Exception:  # a blip: the next tick tries again
                 log.warning("lease renewal failed", exc_info=True)
 
-    def stop(self) -> None:
-        self.stopped.set()
+
+_keeper: LeaseKeeper | None = None
+_keeper_pid: int | None = None
+
+
+def lease_keeper() -> LeaseKeeper:
+    """This process's keeper (threads do not survive a fork: one per pool process)."""
+    global _keeper, _keeper_pid
+    if _keeper is None or _keeper_pid != os.getpid():
+        _keeper, _keeper_pid = LeaseKeeper(), os.getpid()
+        _keeper.start()
+    return _keeper
 
 
 @app.task(name=lifecycle.RUN_TASK, bind=True, acks_late=True, ignore_result=True)
@@ -120,15 +154,15 @@ def _run_claimed(celery_task, claimed, settings, lease_s: int) -> str | None:
     if handler is None:
         return _fail(claimed.id, "unknown_task_type", f"No worker handles {claimed.type!r}.")
 
-    keeper: LeaseKeeper | None = None
+    watch: _Watch | None = None
 
     # The first write waits an interval too: short tasks end before any is needed.
     last_write = [time.monotonic()]
 
     def report(fraction: float) -> bool:
         """Store progress (throttled); False when the task should stop."""
-        if keeper is not None:
-            keeper.progress = fraction
+        if watch is not None:
+            watch.progress = fraction
         if time.monotonic() - last_write[0] < PROGRESS_WRITE_INTERVAL_S:
             return True  # the lease keeper watches for cancels in between
         last_write[0] = time.monotonic()
@@ -145,8 +179,8 @@ def _run_claimed(celery_task, claimed, settings, lease_s: int) -> str | None:
         storage=app.studiox.storage,
         report_progress=report,
     )
-    keeper = LeaseKeeper(claimed.id, ctx, lease_s)
-    keeper.start()
+    keeper = lease_keeper()
+    keeper.watching = watch = _Watch(claimed.id, ctx, lease_s)
     try:
         output = handler(ctx)
     except TaskCanceled:
@@ -176,7 +210,7 @@ def _run_claimed(celery_task, claimed, settings, lease_s: int) -> str | None:
         log.exception("pipeline crashed")
         return _fail(claimed.id, "internal_error", f"The pipeline failed: {type(exc).__name__}.")
     finally:
-        keeper.stop()
+        keeper.watching = None
 
     with _db().session_scope(single_statement=True) as session:
         succeeded = lifecycle.succeed_task(session, claimed.id, output, ctx.artifacts)
