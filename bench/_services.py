@@ -158,14 +158,18 @@ def gunicorn(settings: Settings, workdir: Path, **env) -> Iterator[tuple[str, Se
 
 @contextmanager
 def celery_worker(
-    settings: Settings, workdir: Path, concurrency: int = 2, **env
+    settings: Settings,
+    workdir: Path,
+    concurrency: int = 2,
+    app: str = "workers.celery_app",
+    **env,
 ) -> Iterator[Service]:
     argv = [
         sys.executable,
         "-m",
         "celery",
         "-A",
-        "workers.celery_app",
+        app,
         "worker",
         "--loglevel=INFO",
         f"--concurrency={concurrency}",

@@ -24,6 +24,7 @@ from shared.credits import service as credits
 from shared.db import Database
 from shared.outbox import install
 from shared.queue_config import TASK_QUEUE, celery_config
+from shared.tasks import registry
 from shared.tasks import service as lifecycle
 from shared.tasks.models import TERMINAL_STATUSES, Task
 
@@ -68,13 +69,18 @@ def wait_until_done(settings, n: int, timeout: float = 300) -> float:
         database.dispose()
 
 
-def bare_rate(settings, workdir: Path, broker: str, n: int) -> float:
-    producer = Celery("bench", broker=broker)
+def bare_rate(
+    settings, workdir: Path, n: int, task: str, args: list, app: str = "workers.celery_app"
+) -> float:
+    """Tasks/s of a plain Celery worker (same settings) draining `n` queued `task`s."""
+    producer = Celery("bench", broker=settings.broker_url)
     producer.conf.update(celery_config(settings, 3600))
     for _ in range(n):
-        producer.send_task("celery.accumulate", args=[1])
-    client = redis.Redis.from_url(broker)
-    with celery_worker(settings, workdir / "bare", concurrency=2):
+        producer.send_task(task, args=args)
+    client = redis.Redis.from_url(settings.broker_url)
+    folder = workdir / task
+    folder.mkdir()
+    with celery_worker(settings, folder, concurrency=2, app=app, LOG_LEVEL="WARNING"):
         started = time.perf_counter()
         while client.llen(TASK_QUEUE) or client.hlen("unacked"):
             time.sleep(0.01)
@@ -83,7 +89,6 @@ def bare_rate(settings, workdir: Path, broker: str, n: int) -> float:
 
 def main() -> None:
     with stack("worker") as (workdir, db, settings):
-        (workdir / "bare").mkdir()
         broker = settings.broker_url
         producer = Celery("bench", broker=broker)
         producer.conf.update(celery_config(settings, 3600))
@@ -98,7 +103,16 @@ def main() -> None:
                 session.execute(select(Task.status, func.count()).group_by(Task.status)).all()
             )
         real = TASKS / seconds
-        bare = bare_rate(settings, workdir, broker, TASKS)
+        bare = bare_rate(settings, workdir, TASKS, "celery.accumulate", [1])
+        pipeline_only = bare_rate(
+            settings,
+            workdir,
+            TASKS,
+            "bench.analyze_only",
+            # The input as the API stores it (validated): what a worker reads.
+            [registry.get("image_analysis").validate({"image_base64": small_png()})],
+            app="bench._pipeline_app",
+        )
         print_table(
             f"tasks/s finished by 2 worker processes ({TASKS} queued first)",
             ["workload", "tasks/s", "of bare"],
@@ -107,6 +121,11 @@ def main() -> None:
                     "image_analysis 64x64 (claim, run, store, finish)",
                     real,
                     f"{100 * real / bare:.0f}%",
+                ],
+                [
+                    "bare Celery running the same pipeline (no database)",
+                    pipeline_only,
+                    f"{100 * pipeline_only / bare:.0f}%",
                 ],
                 ["bare Celery no-op (acks_late, prefetch 1)", bare, "100%"],
             ],
