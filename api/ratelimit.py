@@ -1,5 +1,4 @@
-"""Rate limits (flask-limiter): one budget per caller and one per client IP, each shared
-by all routes.
+"""Rate limits: one budget per caller and one per client IP, each shared by all routes.
 
 - Per caller (RATE_LIMIT, default 600/min): the user a bearer token names, or the API
   key. The token is verified before it counts, so nobody can spend someone else's budget
@@ -8,12 +7,13 @@ by all routes.
 - Per client IP (RATE_LIMIT_IP, default 1200/min): every request, signed in or not.
   Behind a reverse proxy set TRUSTED_PROXY_COUNT, or every client shares the proxy's IP.
 
-Counters live in Redis when there is one (RATE_LIMIT_STORAGE_URL, else the broker's
-Redis), so all API processes and containers share them; in the embedded setup they are
-in memory (one API process). If Redis is unreachable, each API process counts in its
-own memory until Redis answers again (flask-limiter re-checks after 1, 2, 4 ... 32 s),
-with one warning, not a traceback per request: limits protect the service, they must not
-take it down, nor go away with Redis.
+Fixed windows. Counters live in Redis when there is one (RATE_LIMIT_STORAGE_URL, else
+the broker's Redis), so all API processes and containers share them, and every counter a
+request touches is counted in one round trip (one Lua script). In the embedded setup they
+are in memory (one API process). If Redis is unreachable, each API process counts in its
+own memory until Redis answers again (tried again after 1, 2, 4 ... 32 s), with one
+warning, not one per request: limits protect the service, they must not take it down,
+nor go away with Redis.
 
 Not limited: liveness/readiness probes, Prometheus scrapes, and Stripe's webhook (signed,
 and a refused delivery would only delay credits). An app with TESTING=True is not limited
@@ -25,11 +25,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import threading
 import time
+from dataclasses import dataclass
 
+import redis
 from flask import Flask, current_app, g, request
-from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded, RequestLimit
-from limits import parse_many
+from limits import RateLimitItem, parse_many
 
 from api.auth import API_KEY_PREFIX, bearer_token, verified_identity
 from api.errors import ApiError, error_response
@@ -39,6 +41,8 @@ log = logging.getLogger("studiox.ratelimit")
 
 EXEMPT_PATHS = frozenset({"/health", "/ready", "/metrics", "/api/billing/webhook"})
 _NO_CALLER = ""
+KEY_PREFIX = "studiox:rl"
+RETRY_REDIS_MAX_S = 32
 
 
 def storage_uri(settings: Settings) -> str:
@@ -76,60 +80,140 @@ def _identify_caller() -> str:
     return "user:" + identity.clerk_id
 
 
+class MemoryCounters:
+    """Fixed-window counters in this process (thread-safe)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: dict[str, tuple[int, float]] = {}  # key -> (count, expires at)
+        self._next_prune = 0.0
+
+    def hit(self, keys: list[str], expiries: list[int]) -> list[int]:
+        now = time.monotonic()
+        with self._lock:
+            if now >= self._next_prune:  # windows end: drop their counters now and then
+                self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+                self._next_prune = now + 60
+            counts = []
+            for key, expiry in zip(keys, expiries, strict=True):
+                count, expires_at = self._counts.get(key, (0, now + expiry))
+                self._counts[key] = (count + 1, expires_at)
+                counts.append(count + 1)
+            return counts
+
+
+class RedisCounters:
+    """Fixed-window counters in Redis: every key of a request in one round trip."""
+
+    # INCR each key; a new key (count 1) gets its window's expiry.
+    SCRIPT = """
+    local counts = {}
+    for i, key in ipairs(KEYS) do
+        local count = redis.call('INCR', key)
+        if count == 1 then redis.call('EXPIRE', key, ARGV[i]) end
+        counts[i] = count
+    end
+    return counts
+    """
+
+    def __init__(self, url: str):
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        self._script = client.register_script(self.SCRIPT)
+
+    def hit(self, keys: list[str], expiries: list[int]) -> list[int]:
+        return [int(n) for n in self._script(keys=keys, args=expiries)]
+
+
+@dataclass(frozen=True)
+class Breach:
+    limit: RateLimitItem
+    retry_after: int
+
+
+class RateLimiter:
+    """Counts a request against its budgets; answers which limit it broke, if any."""
+
+    def __init__(self, caller_limit: str, ip_limit: str, storage: str):
+        self.budgets = (("ip", _parse(ip_limit)), ("caller", _parse(caller_limit)))
+        self.memory = MemoryCounters()
+        self.redis = RedisCounters(storage) if storage.startswith("redis") else None
+        self._redis_down_until = 0.0
+        self._redis_failures = 0
+
+    def check(self, ip: str, caller: str) -> Breach | None:
+        now = time.time()
+        limits, keys, expiries = [], [], []
+        for scope, items in self.budgets:
+            who = ip if scope == "ip" else caller
+            if not who:
+                continue  # no valid credentials: only the IP budget applies
+            for item in items:
+                expiry = item.get_expiry()
+                window = int(now // expiry)
+                limits.append((item, (window + 1) * expiry))
+                keys.append(f"{KEY_PREFIX}:{scope}:{item.amount}/{expiry}:{who}:{window}")
+                expiries.append(expiry)
+        counts = self._hit(keys, expiries)
+        for (item, window_end), count in zip(limits, counts, strict=True):
+            if count > item.amount:
+                return Breach(item, max(1, math.ceil(window_end - now)))
+        return None
+
+    def _hit(self, keys: list[str], expiries: list[int]) -> list[int]:
+        if self.redis is None or time.monotonic() < self._redis_down_until:
+            return self.memory.hit(keys, expiries)
+        try:
+            counts = self.redis.hit(keys, expiries)
+        except redis.RedisError as exc:
+            if self._redis_failures == 0:
+                log.warning(
+                    "rate-limit storage unreachable (%s): counting in this process's memory "
+                    "until it answers again",
+                    exc,
+                )
+            self._redis_down_until = time.monotonic() + min(
+                2**self._redis_failures, RETRY_REDIS_MAX_S
+            )
+            self._redis_failures += 1
+            return self.memory.hit(keys, expiries)
+        if self._redis_failures:
+            log.info("rate-limit storage is back: counting in Redis again")
+            self._redis_failures = 0
+        return counts
+
+
+def _parse(value: str) -> list[RateLimitItem]:
+    # A typo in RATE_LIMIT must stop the app at start, not fail every request.
+    try:
+        items = parse_many(value)
+    except ValueError:
+        items = []
+    if not items:
+        raise ValueError(f"not a rate limit: {value!r} (e.g. '600 per minute')")
+    return items
+
+
 def _exempt() -> bool:
     return current_app.testing or request.path in EXEMPT_PATHS or request.method == "OPTIONS"
 
 
-def _breach(limit: RequestLimit):
-    retry_after = max(1, math.ceil(limit.reset_at - time.time()))
-    return error_response(
-        429,
-        "rate_limited",
-        f"Too many requests (limit: {limit.limit}); try again in {retry_after} s.",
-        {"limit": str(limit.limit), "retry_after": retry_after},
-        headers={"Retry-After": str(retry_after)},
-    )
-
-
-def init_app(app: Flask) -> Limiter:
+def init_app(app: Flask) -> RateLimiter:
     settings: Settings = app.extensions["studiox"].settings
-    # A typo in RATE_LIMIT must stop the app at start, not fail every request.
-    for value in (settings.rate_limit, settings.rate_limit_ip):
-        if not parse_many(value):
-            raise ValueError(f"not a rate limit: {value!r} (e.g. '600 per minute')")
-    uri = storage_uri(settings)
-    options = {"socket_connect_timeout": 1, "socket_timeout": 1} if uri.startswith("redis") else {}
-    limiter = Limiter(
-        key_func=client_ip,
-        application_limits=[
-            ApplicationLimit(settings.rate_limit_ip, key_function=client_ip, scope="ip"),
-            ApplicationLimit(
-                settings.rate_limit,
-                key_function=caller_key,
-                scope="caller",
-                exempt_when=lambda: caller_key() == _NO_CALLER,
-            ),
-        ],
-        storage_uri=uri,
-        storage_options=options,
-        strategy="fixed-window",
-        key_prefix="studiox",
-        swallow_errors=True,
-        in_memory_fallback_enabled=uri != "memory://",
-        on_breach=_breach,
-        headers_enabled=False,  # would cost a storage round trip on every response
-    )
-    limiter.request_filter(_exempt)
-    limiter.init_app(app)
+    limiter = RateLimiter(settings.rate_limit, settings.rate_limit_ip, storage_uri(settings))
 
-    @app.errorhandler(RateLimitExceeded)
-    def _rate_limited(exc: RateLimitExceeded):
-        # More specific than the generic HTTPException handler, which would drop the
-        # Retry-After that `_breach` put on the response.
-        if exc.response is not None:
-            return exc.response
+    @app.before_request
+    def _limit():
+        if _exempt():
+            return None
+        breach = limiter.check(client_ip(), caller_key())
+        if breach is None:
+            return None
         return error_response(
-            429, "rate_limited", "Too many requests.", None, {"Retry-After": "60"}
+            429,
+            "rate_limited",
+            f"Too many requests (limit: {breach.limit}); try again in {breach.retry_after} s.",
+            {"limit": str(breach.limit), "retry_after": breach.retry_after},
+            headers={"Retry-After": str(breach.retry_after)},
         )
 
     app.extensions["studiox"].extras["limiter"] = limiter

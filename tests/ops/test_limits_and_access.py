@@ -4,12 +4,15 @@ instance of its own with small limits."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 import pytest
+import redis
 
 from api import create_app
 from api.ratelimit import storage_uri
+from tests.support.redis_server import RedisServer
 from tests.support.waiting import free_port
 
 
@@ -120,11 +123,10 @@ def test_with_redis_unreachable_limits_count_in_memory_with_one_warning(make_app
     # Served, and still limited: the fallback counts in this process's memory.
     assert statuses == [200, 200, 200, 429, 429]
     limiter_records = [
-        r for r in caplog.records if r.name == "flask-limiter" and r.levelno >= logging.WARNING
+        r for r in caplog.records if r.name == "studiox.ratelimit" and r.levelno >= logging.WARNING
     ]
-    assert [r.getMessage() for r in limiter_records] == [
-        "Rate limit storage unreachable - falling back to in-memory storage"
-    ]
+    assert len(limiter_records) == 1, [r.getMessage() for r in limiter_records]
+    assert "counting in this process's memory" in limiter_records[0].getMessage()
     assert all(r.exc_info is None for r in limiter_records)
 
 
@@ -169,3 +171,47 @@ def test_metrics_are_in_the_openapi_document(client):
     spec = client.get("/openapi.json").get_json()
     assert "get" in spec["paths"]["/metrics"]
     assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+
+
+def test_every_counter_of_a_request_is_counted_in_one_redis_round_trip(make_app, token):
+    app = make_app(rate_limit="10/second; 1000/hour", rate_limit_ip="1000 per minute")
+    limiter = app.extensions["studiox"].extras["limiter"]
+    calls = []
+    real_hit = limiter.redis.hit
+    limiter.redis.hit = lambda keys, expiries: calls.append(keys) or real_hit(keys, expiries)
+    client = app.test_client()
+    user = {"Authorization": f"Bearer {token(f'rl_{uuid.uuid4().hex[:8]}')}"}
+    for _ in range(3):
+        response = client.get(
+            "/api/users/credits", headers=user, environ_base={"REMOTE_ADDR": _ip()}
+        )
+        assert response.status_code == 200
+    # One script call per request, holding the IP budget and both of the caller's limits.
+    assert [len(keys) for keys in calls] == [3, 3, 3]
+
+
+def test_counting_goes_back_to_redis_when_it_returns(make_app, token, tmp_path, caplog):
+    server = RedisServer(tmp_path).start()
+    try:
+        app = make_app(
+            rate_limit="1000 per minute",
+            rate_limit_ip="1000 per minute",
+            rate_limit_storage_url=server.url,
+        )
+        client = app.test_client()
+        user = {"Authorization": f"Bearer {token(f'rl_{uuid.uuid4().hex[:8]}')}"}
+        ip = {"REMOTE_ADDR": _ip()}
+        server.stop()
+        with caplog.at_level(logging.INFO, logger="studiox.ratelimit"):
+            assert (
+                client.get("/api/users/credits", headers=user, environ_base=ip).status_code == 200
+            )
+            server.start()
+            time.sleep(1.2)  # the first retry of Redis comes after 1 s
+            assert (
+                client.get("/api/users/credits", headers=user, environ_base=ip).status_code == 200
+            )
+        assert redis.Redis.from_url(server.url).keys("studiox:rl:*"), "not counted in Redis"
+        assert any("back" in r.getMessage() for r in caplog.records)
+    finally:
+        server.stop()
