@@ -16,6 +16,10 @@ from marshmallow import (
     validates_schema,
 )
 
+# marshmallow compiles its URL pattern (huge Unicode classes, ~40-400 ms) on first use:
+# do it while the process starts, not inside some user's first request.
+validate.URL(require_tld=False)("http://localhost/")
+
 # Limits users can read in the docs; the worker enforces them again (with the deployment's
 # IMAGE_MAX_BYTES / IMAGE_MAX_PIXELS) when it decodes the image.
 IMAGE_BASE64_MAX_BYTES = 10 * 1024 * 1024
