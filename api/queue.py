@@ -12,6 +12,7 @@ filesystem one of `make run`) go through `send_task`.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
@@ -27,7 +28,12 @@ from redis.retry import Retry
 
 from shared.config import Settings
 from shared.outbox import Message
-from shared.queue_config import TASK_QUEUE, broker_transport_options, celery_config
+from shared.queue_config import (
+    TASK_QUEUE,
+    broker_transport_options,
+    celery_config,
+    send_with_celery,
+)
 from shared.tasks import registry
 
 log = logging.getLogger("studiox.queue")
@@ -49,19 +55,7 @@ def _visibility_timeout_s() -> int:
 def sender(settings: Settings, producer: Celery) -> Callable[[Message], None]:
     if settings.broker_url.startswith(("redis://", "rediss://")):
         return RedisPublisher(settings).send
-
-    def send(message: Message) -> None:
-        producer.send_task(
-            message.name,
-            args=message.args,
-            task_id=message.task_id,
-            countdown=message.countdown,
-            headers=message.headers or None,
-            soft_time_limit=message.soft_time_limit,
-            time_limit=message.time_limit,
-        )
-
-    return send
+    return functools.partial(send_with_celery, producer)
 
 
 class RedisPublisher:

@@ -8,6 +8,7 @@ timed until every task has ended. Run: `.venv/bin/python -m bench worker`.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from shared.accounts.service import provision
 from shared.credits import service as credits
 from shared.db import Database
 from shared.outbox import install
-from shared.queue_config import TASK_QUEUE, celery_config
+from shared.queue_config import TASK_QUEUE, celery_config, send_with_celery
 from shared.tasks import registry
 from shared.tasks import service as lifecycle
 from shared.tasks.models import TERMINAL_STATUSES, Task
@@ -33,12 +34,7 @@ TASKS = 1000
 
 def queue_tasks(settings, producer: Celery, n: int) -> None:
     database = Database(settings)
-    install(
-        database.sessionmaker,
-        lambda m: producer.send_task(
-            m.name, args=m.args, task_id=m.task_id, headers=m.headers or None
-        ),
-    )
+    install(database.sessionmaker, functools.partial(send_with_celery, producer))
     with database.session_scope() as session:
         user_id, _ = provision(session, "worker_bench")
         credits.grant(session, user_id, n, "admin_grant")

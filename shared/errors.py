@@ -6,6 +6,7 @@ CLI read the same attributes.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 
@@ -59,3 +60,13 @@ class BillingNotConfigured(DomainError):
 
 class ServiceUnavailable(DomainError):
     code = "service_unavailable"
+
+
+def id_or_not_found(value: uuid.UUID | str, message: str) -> uuid.UUID:
+    """A client-supplied id as a UUID; a malformed one names nothing, so it is NotFound."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise NotFound(message) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shared.config import Settings
+from shared.outbox import Message
 
 TASK_QUEUE = "studiox"
 
@@ -68,3 +69,17 @@ def celery_config(settings: Settings, visibility_timeout_s: int) -> dict:
             "interval_max": 0.2,
         },
     }
+
+
+def send_with_celery(celery_app, message: Message) -> None:
+    """Send an outbox message through a Celery app (the workers' own, and the API's where
+    the broker is not Redis: see api/queue.py)."""
+    celery_app.send_task(
+        message.name,
+        args=message.args,
+        task_id=message.task_id,
+        countdown=message.countdown,
+        headers=message.headers or None,
+        soft_time_limit=message.soft_time_limit,
+        time_limit=message.time_limit,
+    )

@@ -7,7 +7,7 @@ from celery import Celery, signals
 from shared.config import Settings
 from shared.db import Database
 from shared.logging import configure_logging
-from shared.queue_config import celery_config
+from shared.queue_config import celery_config, send_with_celery
 from shared.tasks import registry
 from workers.schedule import beat_schedule
 
@@ -19,6 +19,7 @@ class WorkerState:
         self.settings = settings
         self._db: Database | None = None
         self._storage = None
+        self._lease_keeper = None
 
     @property
     def db(self) -> Database:
@@ -37,11 +38,23 @@ class WorkerState:
             self._storage = make_storage(self.settings.storage_url, self.settings.s3_endpoint_url)
         return self._storage
 
+    @property
+    def lease_keeper(self):
+        """The thread that keeps running tasks' leases (workers/tasks.py)."""
+        if self._lease_keeper is None:
+            from workers.tasks import LeaseKeeper
+
+            self._lease_keeper = LeaseKeeper()
+            self._lease_keeper.start()
+        return self._lease_keeper
+
     def reset_after_fork(self) -> None:
-        # Prefork children must not share the parent's sockets.
+        # Prefork children must not share the parent's sockets, and threads do not
+        # survive a fork.
         if self._db is not None:
             self._db.dispose()
         self._db = None
+        self._lease_keeper = None
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -59,9 +72,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 
 def _send_from_worker(message) -> None:
-    from workers.tasks import send_message
-
-    send_message(app, message)
+    send_with_celery(app, message)
 
 
 @signals.worker_process_init.connect

@@ -4,7 +4,6 @@ redelivered message finds the work done (or held by someone else) and does nothi
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
@@ -15,7 +14,6 @@ from celery.exceptions import SoftTimeLimitExceeded
 from shared.base import utcnow
 from shared.credits import service as credits
 from shared.logging import request_id_var, task_id_var
-from shared.outbox import Message
 from shared.tasks import registry
 from shared.tasks import service as lifecycle
 from workers import webhooks
@@ -27,18 +25,6 @@ log = logging.getLogger("studiox.worker")
 
 RETRY_BASE_S = 2.0
 RETRY_MAX_S = 60.0
-
-
-def send_message(celery_app, message: Message) -> None:
-    celery_app.send_task(
-        message.name,
-        args=message.args,
-        task_id=message.task_id,
-        countdown=message.countdown,
-        headers=message.headers or None,
-        soft_time_limit=message.soft_time_limit,
-        time_limit=message.time_limit,
-    )
 
 
 def _db():
@@ -82,7 +68,8 @@ class _Watch:
 
 class LeaseKeeper(threading.Thread):
     """Renews the running task's lease and notices cancel requests: one thread per
-    worker process, started with its first task, looking after whichever task runs.
+    worker process (`app.studiox.lease_keeper`, started with its first task), looking
+    after whichever task runs.
 
     The lease is how a dead worker is detected: if this process dies, renewals stop and
     the sweeper takes the task back after `task_lease_s`. Renewal (a write) happens every
@@ -106,19 +93,6 @@ class LeaseKeeper(threading.Thread):
                 watch.check()
             except Exception:  # a blip: the next tick tries again
                 log.warning("lease renewal failed", exc_info=True)
-
-
-_keeper: LeaseKeeper | None = None
-_keeper_pid: int | None = None
-
-
-def lease_keeper() -> LeaseKeeper:
-    """This process's keeper (threads do not survive a fork: one per pool process)."""
-    global _keeper, _keeper_pid
-    if _keeper is None or _keeper_pid != os.getpid():
-        _keeper, _keeper_pid = LeaseKeeper(), os.getpid()
-        _keeper.start()
-    return _keeper
 
 
 @app.task(name=lifecycle.RUN_TASK, bind=True, acks_late=True, ignore_result=True)
@@ -179,7 +153,7 @@ def _run_claimed(celery_task, claimed, settings, lease_s: int) -> str | None:
         storage=app.studiox.storage,
         report_progress=report,
     )
-    keeper = lease_keeper()
+    keeper = app.studiox.lease_keeper
     keeper.watching = watch = _Watch(claimed.id, ctx, lease_s)
     try:
         output = handler(ctx)

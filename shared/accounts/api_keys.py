@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from shared.accounts.models import ApiKey, User
 from shared.base import utcnow
-from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.errors import Conflict, NotFound, ValidationFailed, id_or_not_found
 
 KEY_PREFIX = "sx_live_"
 # Enough of the key to recognise it in a list ("sx_live_AbCd"), far too little to use it.
@@ -100,10 +100,7 @@ def list_keys(session: Session, user_id: uuid.UUID) -> list[ApiKey]:
 
 def revoke_key(session: Session, user_id: uuid.UUID, key_id: uuid.UUID | str) -> None:
     """Revoke one of the user's keys; someone else's, an unknown or a revoked key is NotFound."""
-    try:
-        key_uuid = key_id if isinstance(key_id, uuid.UUID) else uuid.UUID(str(key_id))
-    except ValueError:
-        raise NotFound("No such API key.") from None
+    key_uuid = id_or_not_found(key_id, "No such API key.")
     revoked = session.execute(
         update(keys_table)
         .where(

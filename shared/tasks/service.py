@@ -31,6 +31,7 @@ from shared.errors import (
     InsufficientCredits,
     NotFound,
     ValidationFailed,
+    id_or_not_found,
 )
 from shared.outbox import Message, send_after_commit
 from shared.tasks import registry
@@ -179,51 +180,32 @@ def _charge_and_insert(session, task_id, user_id, task_type, clean_input, **fiel
     was granted: concurrent creates of one user cannot overshoot it.
     """
     now = utcnow()
-    if session.get_bind().dialect.name == "postgresql":
+    inserted = session.get_bind().dialect.name == "postgresql"
+    if inserted:  # charge, task and ledger rows in one statement
         cost_plan, cost_purchased = _charge_and_insert_postgresql(
             session, task_id, user_id, task_type, clean_input, now, fields
         )
-        task = Task(
-            id=task_id,
-            user_id=user_id,
-            type=task_type.name,
-            status=QUEUED,
-            input=clean_input,
-            output=None,
-            error=None,
-            progress=0.0,
-            cost=task_type.cost,
-            cost_plan=cost_plan,
-            cost_purchased=cost_purchased,
-            artifacts=[],
-            attempts=0,
-            created_at=now,
-            updated_at=now,
-            enqueued_at=now,
-            started_at=None,
-            completed_at=None,
-            cancel_requested_at=None,
-            **fields,
-        )
     else:
         change = credits.charge_task(session, user_id, task_id, task_type.cost)
-        task = Task(
-            id=task_id,
-            user_id=user_id,
-            type=task_type.name,
-            status=QUEUED,
-            input=clean_input,
-            progress=0.0,
-            cost=task_type.cost,
-            cost_plan=-change.plan_delta,
-            cost_purchased=-change.purchased_delta,
-            artifacts=[],
-            attempts=0,
-            created_at=now,
-            updated_at=now,
-            enqueued_at=now,
-            **fields,
-        )
+        cost_plan, cost_purchased = -change.plan_delta, -change.purchased_delta
+    task = Task(
+        id=task_id,
+        user_id=user_id,
+        type=task_type.name,
+        status=QUEUED,
+        input=clean_input,
+        progress=0.0,
+        cost=task_type.cost,
+        cost_plan=cost_plan,
+        cost_purchased=cost_purchased,
+        artifacts=[],
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+        enqueued_at=now,
+        **fields,
+    )
+    if not inserted:  # on PostgreSQL the object only carries the inserted row back
         session.add(task)
         session.flush()  # the INSERT must run inside the savepoint that guards the key
     _hold_concurrency_limit(session, user_id)
@@ -322,10 +304,7 @@ def _hold_concurrency_limit(session: Session, user_id: uuid.UUID) -> None:
 
 def get_task(session: Session, user_id: uuid.UUID, task_id: uuid.UUID | str) -> Task:
     """One of the user's tasks; someone else's is NotFound, as is a malformed id."""
-    try:
-        task_uuid = task_id if isinstance(task_id, uuid.UUID) else uuid.UUID(str(task_id))
-    except ValueError:
-        raise NotFound("No such task.") from None
+    task_uuid = id_or_not_found(task_id, "No such task.")
     task = session.execute(
         select(Task)
         .where(Task.id == task_uuid, Task.user_id == user_id)

@@ -14,6 +14,7 @@ import redis
 
 from api.queue import RedisPublisher, make_producer, sender
 from shared.outbox import Message
+from shared.queue_config import send_with_celery
 
 QUEUE = "queue_form_test"
 
@@ -28,16 +29,8 @@ def broker(settings):
 
 def _celery_and_ours(settings, broker, message: Message) -> tuple[dict, dict]:
     producer = make_producer(settings)
-    producer.send_task(
-        message.name,
-        args=message.args,
-        task_id=message.task_id,
-        countdown=message.countdown,
-        headers=message.headers or None,
-        soft_time_limit=message.soft_time_limit,
-        time_limit=message.time_limit,
-        queue=QUEUE,
-    )
+    producer.conf.task_default_queue = QUEUE
+    send_with_celery(producer, message)
     RedisPublisher(settings, queue=QUEUE).send(message)
     ours, celerys = (json.loads(raw) for raw in broker.lrange(QUEUE, 0, -1))  # LPUSH: newest first
     return celerys, ours
