@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import redis
+from celery import Celery
 
 from shared.config import PROJECT_ROOT, Settings
 
@@ -164,6 +165,8 @@ def celery_worker(
     app: str = "workers.celery_app",
     **env,
 ) -> Iterator[Service]:
+    env = process_env(settings, **{"LOG_LEVEL": "INFO", **env})
+    name = f"bench{os.getpid()}-{time.monotonic_ns()}@{socket.gethostname()}"
     argv = [
         sys.executable,
         "-m",
@@ -171,7 +174,8 @@ def celery_worker(
         "-A",
         app,
         "worker",
-        "--loglevel=INFO",
+        # As the Procfile does: Celery sets the root logger to --loglevel, over LOG_LEVEL.
+        f"--loglevel={env['LOG_LEVEL']}",
         f"--concurrency={concurrency}",
         "-Q",
         "studiox",
@@ -179,19 +183,19 @@ def celery_worker(
         "--without-mingle",
         "--without-heartbeat",
         "-n",
-        f"bench{os.getpid()}-{time.monotonic_ns()}@%h",
+        name,
     ]
-    service = Service(
-        argv, process_env(settings, **{"LOG_LEVEL": "INFO", **env}), workdir / "worker.log"
-    )
+    service = Service(argv, env, workdir / "worker.log")
+    # Ready when it answers a control ping: its "ready." line is not logged below INFO.
+    probe = Celery("bench-probe", broker=settings.broker_url)
     try:
         deadline = time.monotonic() + 30
-        while "ready." not in service.log.read_text(errors="replace"):
+        while not probe.control.ping(destination=[name], timeout=0.2):
             if time.monotonic() > deadline or service.proc.poll() is not None:
                 raise RuntimeError("worker did not start:\n" + service.log.read_text()[-2000:])
-            time.sleep(0.1)
         yield service
     finally:
+        probe.close()
         service.stop()
 
 

@@ -2,14 +2,18 @@
 `image_analysis`), beside bare Celery no-op tasks per second with the same settings
 (acks_late, prefetch 1, no result backend) in the same run; and a worker child's peak RSS.
 
-The backlog is queued first (through the real create path), then a worker is started and
-timed until every task has ended. Run: `.venv/bin/python -m bench worker`.
+The backlog is queued first (through the real create path) and held back under another
+Redis key; a worker is started, and once it is ready the backlog is put back in its queue
+in one step (RENAME) and timed until every task has ended. Run: `.venv/bin/python -m bench
+worker`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -48,9 +52,9 @@ def queue_tasks(settings, producer: Celery, n: int) -> None:
     database.dispose()
 
 
-def wait_until_done(settings, n: int, timeout: float = 300) -> float:
+def wait_until_done(settings, n: int, started: float, timeout: float = 300) -> float:
+    """Seconds from `started` until all `n` tasks have ended."""
     database = Database(settings)
-    started = time.perf_counter()
     try:
         while time.perf_counter() - started < timeout:
             with database.session_scope() as session:
@@ -65,6 +69,27 @@ def wait_until_done(settings, n: int, timeout: float = 300) -> float:
         database.dispose()
 
 
+HELD_BACK = f"{TASK_QUEUE}.held-back"
+
+
+@contextlib.contextmanager
+def backlog_held_back(broker_url: str) -> Iterator[Callable[[], float]]:
+    """Move the queued messages aside while a worker boots; the function it yields puts
+    them back in one step and returns when it did (perf_counter), so no worker's boot is
+    timed and none gets a head start."""
+    client = redis.Redis.from_url(broker_url)
+    client.rename(TASK_QUEUE, HELD_BACK)
+
+    def release() -> float:
+        client.rename(HELD_BACK, TASK_QUEUE)
+        return time.perf_counter()
+
+    try:
+        yield release
+    finally:
+        client.close()
+
+
 def bare_rate(
     settings, workdir: Path, n: int, task: str, args: list, app: str = "workers.celery_app"
 ) -> float:
@@ -76,8 +101,11 @@ def bare_rate(
     client = redis.Redis.from_url(settings.broker_url)
     folder = workdir / task
     folder.mkdir()
-    with celery_worker(settings, folder, concurrency=2, app=app, LOG_LEVEL="WARNING"):
-        started = time.perf_counter()
+    with (
+        backlog_held_back(settings.broker_url) as release,
+        celery_worker(settings, folder, concurrency=2, app=app, LOG_LEVEL="WARNING"),
+    ):
+        started = release()
         while client.llen(TASK_QUEUE) or client.hlen("unacked"):
             time.sleep(0.01)
         return n / (time.perf_counter() - started)
@@ -89,10 +117,11 @@ def main() -> None:
         producer = Celery("bench", broker=broker)
         producer.conf.update(celery_config(settings, 3600))
         queue_tasks(settings, producer, TASKS)
-        # The worker starts only once the backlog is queued: time from its start (its
-        # few hundred ms of boot count against it).
-        with celery_worker(settings, workdir, concurrency=2, LOG_LEVEL="WARNING") as worker:
-            seconds = wait_until_done(settings, TASKS)
+        with (
+            backlog_held_back(broker) as release,
+            celery_worker(settings, workdir, concurrency=2, LOG_LEVEL="WARNING") as worker,
+        ):
+            seconds = wait_until_done(settings, TASKS, started=release())
             child_rss = max(rss_mb(pid) for pid in worker.children())
         with Database(settings).session_scope() as session:
             outcomes = dict(

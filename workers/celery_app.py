@@ -75,6 +75,16 @@ def _send_from_worker(message) -> None:
     send_with_celery(app, message)
 
 
+@signals.worker_init.connect
+def _worker_starting(**_kwargs):
+    # In the main process, before the pool forks: otherwise every child would import the
+    # pipelines (NumPy, Pillow: ~0.4 s of CPU) in its first task, again after each
+    # recycle, and hold its own copy of them.
+    from workers.pipelines import load_builtin
+
+    load_builtin()
+
+
 @signals.worker_process_init.connect
 def _child_started(**_kwargs):
     app.studiox.reset_after_fork()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from shared.accounts.models import User
 from shared.base import utcnow
@@ -76,3 +78,37 @@ def test_only_relaxed_sessions_skip_waiting_for_the_disk(db):
     assert synchronous_commit() == "on"
     assert synchronous_commit(single_statement=True) == "on"
     assert synchronous_commit(durable=False) == "off"
+
+
+def _backend_pid(db, **kind) -> int:
+    with db.session_scope(**kind) as session:
+        return session.scalar(text("SELECT pg_backend_pid()"))
+
+
+def _terminate(db, pid: int) -> None:
+    """Kill a backend from a connection outside the pools under test."""
+    admin = create_engine(db.settings.database_url, poolclass=NullPool)
+    with admin.begin() as conn:
+        assert conn.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    admin.dispose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_pooled_connection_killed_while_idle_is_replaced_unnoticed(db, kind, monkeypatch):
+    """The pool pings a connection idle past PING_IF_IDLE_S and swaps a dead one for a
+    new one: the unit of work never sees the broken connection."""
+    first = _backend_pid(db, **KINDS[kind])
+    _terminate(db, first)
+    monkeypatch.setattr("shared.db.PING_IF_IDLE_S", 0.0)  # every connection counts as idle
+    assert _backend_pid(db, **KINDS[kind]) != first
+
+
+def test_a_connection_killed_just_after_use_fails_once_then_the_pool_recovers(db):
+    """Busy connections skip the ping (one round trip less per unit of work): the first
+    statement on a dead one fails with a disconnect, and SQLAlchemy then replaces every
+    connection of the pool made before it, so the next unit of work succeeds."""
+    first = _backend_pid(db)
+    _terminate(db, first)
+    with pytest.raises(OperationalError):
+        _backend_pid(db)
+    assert _backend_pid(db) not in (first, None)

@@ -27,9 +27,11 @@ def handler(type_name: str):
 
 
 def get_handler(type_name: str) -> Handler | None:
-    _load_builtin()
+    load_builtin()
     return HANDLERS.get(type_name)
 
 
-def _load_builtin() -> None:
+def load_builtin() -> None:
+    """Import the built-in handlers (NumPy, Pillow, ...). Only the worker needs them; its
+    main process calls this before forking, so pool children start with them loaded."""
     from workers.pipelines import builtin  # noqa: F401  (registers the handlers)
