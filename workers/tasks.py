@@ -10,6 +10,7 @@ import uuid
 from datetime import timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError
 
 from shared.base import utcnow
 from shared.credits import service as credits
@@ -25,6 +26,10 @@ log = logging.getLogger("studiox.worker")
 
 RETRY_BASE_S = 2.0
 RETRY_MAX_S = 60.0
+# A claim that cannot reach PostgreSQL (restarting, failing over) is tried again this
+# soon, for about a minute, rather than left to the sweeper's REQUEUE_AFTER_S (minutes).
+CLAIM_RETRY_S = 2.0
+CLAIM_RETRIES = 30
 
 
 def _db():
@@ -108,8 +113,19 @@ def run_task(self, task_id: str) -> str | None:
     lease_s = settings.task_lease_s
     # Not durable: a claim lost in a database crash leaves the task queued, to be claimed
     # again; credits never move here.
-    with _db().session_scope(durable=False) as session:
-        claimed = lifecycle.claim_task(session, task_uuid, lease_s)
+    try:
+        with _db().session_scope(durable=False) as session:
+            claimed = lifecycle.claim_task(session, task_uuid, lease_s)
+    except OperationalError as exc:
+        # Nothing is claimed, so the message can simply come back. After the last try the
+        # task is still queued in the database, and the sweeper sends it again.
+        log.warning(
+            "database unavailable at claim of task %s, trying again in %.0fs: %s",
+            task_id,
+            CLAIM_RETRY_S,
+            str(exc).splitlines()[0][:300],
+        )
+        raise self.retry(countdown=CLAIM_RETRY_S, max_retries=CLAIM_RETRIES) from None
     if claimed is None:
         log.info("task %s is not claimable (ended, or held elsewhere); skipping", task_id)
         return None

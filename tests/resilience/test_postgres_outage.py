@@ -1,15 +1,21 @@
 """PostgreSQL stopped under a running app: every path answers 503 `service_unavailable`
-(never 500), and the app recovers by itself (pool pre-ping) once PostgreSQL is back."""
+(never 500), and the app recovers by itself (idle pooled connections are pinged, dead ones
+replaced) once PostgreSQL is back; a worker that meets the outage at a claim runs the task
+once PostgreSQL is back, without waiting for the sweeper."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from api import create_app
 from api.auth import make_dev_token
+from shared.db import Database
 from tests.resilience.conftest import assert_audit_clean, migrate, wait_for
+from tests.support import worker as celery_processes
 
 pytestmark = pytest.mark.slow
 
@@ -119,3 +125,44 @@ def test_database_down_is_503_everywhere_and_the_app_recovers_by_itself(
     assert len(listed["items"]) == 2
     assert credits_now["total"] == 10 - 2
     assert_audit_clean(pg_app.extensions["studiox"].db)
+
+
+def test_a_claim_that_meets_a_stopped_database_runs_the_task_once_it_is_back(
+    settings, own_postgres, own_redis, tmp_path
+):
+    """The message reaches a worker while PostgreSQL is down: the claim fails, the message
+    comes back every CLAIM_RETRY_S, and the task runs once PostgreSQL answers again. (No
+    beat runs here: without the retry the task would stay queued until a sweep.)"""
+    own = settings.with_(database_url=own_postgres.url, broker_url=own_redis.url)
+    app = create_app(own)
+    migrate(app)  # a no-op after the first test of the module
+    database = Database(own)
+    worker = None
+    try:
+        submitted = create(app.test_client(), app, "claim_outage")
+        assert submitted.status_code == 202, submitted.get_json()
+        task_id = submitted.get_json()["id"]
+        own_postgres.stop("fast")
+        try:
+            worker = celery_processes.worker(own, tmp_path / "worker.log", concurrency=1)
+            worker.start()
+            worker.wait_for_log("database unavailable at claim", timeout=30)
+        finally:
+            own_postgres.start()
+
+        def status() -> str | None:
+            try:
+                with database.session_scope() as session:
+                    return session.scalar(
+                        text("SELECT status FROM tasks WHERE id = :id"), {"id": task_id}
+                    )
+            except OperationalError:
+                return None
+
+        wait_for(lambda: status() == "succeeded", timeout=30, what="the task to run")
+        assert_audit_clean(database)
+    finally:
+        if worker is not None:
+            worker.stop()
+        database.dispose()
+        app.extensions["studiox"].db.dispose()
