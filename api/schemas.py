@@ -39,6 +39,29 @@ class PageQuerySchema(Schema):
     cursor = fields.String(load_default=None, validate=validate.Length(max=500))
 
 
+# No request of this API nests deeper than a handful of levels. A deeper body is refused
+# before anything walks it: Python's parser (and every recursive walk after it) fails
+# with RecursionError at about 1,000 levels, and a body of nothing but brackets is cheap
+# to send.
+MAX_JSON_DEPTH = 32
+
+
+def _nested_deeper_than(value, limit: int) -> bool:
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
+
+
 def load_json(schema: Schema, *, allow_empty: bool = False) -> dict:
     """Parse the JSON body with `schema`; bad JSON or content type is a clear 4xx."""
     raw = request.get_data(cache=True)
@@ -50,9 +73,17 @@ def load_json(schema: Schema, *, allow_empty: bool = False) -> dict:
     else:
         if not request.is_json:
             raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
-        data = request.get_json(silent=True)
+        too_deep = ApiError(
+            400, "bad_request", f"The body is nested more than {MAX_JSON_DEPTH} levels deep."
+        )
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:
+            raise too_deep from None
         if data is None:
             raise ApiError(400, "bad_request", "The body is not valid JSON.")
+        if _nested_deeper_than(data, MAX_JSON_DEPTH):
+            raise too_deep
     if not isinstance(data, dict):
         raise ApiError(
             422,

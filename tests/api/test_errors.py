@@ -30,6 +30,26 @@ def test_malformed_json_is_400(client, auth):
     assert_error(response, 400, "bad_request")
 
 
+@pytest.mark.parametrize("depth", [33, 5_000, 200_000])
+def test_deeply_nested_json_is_400_not_a_recursion_error(client, auth, depth):
+    """32 levels are allowed; deeper is refused whether Python's parser copes (33) or
+    hits its recursion limit (thousands)."""
+    body = '{"type": "image_analysis", "input": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+    response = client.post("/api/tasks", data=body, headers=auth(), content_type="application/json")
+    assert "32 levels" in assert_error(response, 400, "bad_request")["message"]
+
+
+def test_json_nested_32_levels_reaches_validation(client, auth):
+    nested = "[" * 31 + "]" * 31  # the body object + 31 lists = 32 levels
+    response = client.post(
+        "/api/tasks",
+        data='{"type": "image_analysis", "input": ' + nested + "}",
+        headers=auth(),
+        content_type="application/json",
+    )
+    assert_error(response, 422, "validation_error")
+
+
 def test_wrong_content_type_is_415(client, auth):
     response = client.post("/api/tasks", data="type=x", headers=auth(), content_type="text/plain")
     assert_error(response, 415, "unsupported_media_type")
