@@ -47,6 +47,10 @@ class User(Base):
     plan_credits: Mapped[int] = mapped_column(Integer, default=0)
     purchased_credits: Mapped[int] = mapped_column(Integer, default=0)
     credits_reset_at: Mapped[datetime] = mapped_column(TZDateTime)
+    # What the monthly resets count from (sign-up, or Stripe's period end): whole months
+    # after it, so a day clamped in a short month (Jan 31 -> Feb 28) comes back (Mar 31).
+    # NULL: count from credits_reset_at (the first reset fills it in).
+    credits_reset_anchor: Mapped[datetime | None] = mapped_column(TZDateTime)
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     stripe_subscription_id: Mapped[str | None] = mapped_column(String(255))
     subscription_status: Mapped[str | None] = mapped_column(String(32))

@@ -57,6 +57,7 @@ def provision(
             plan_credits=0,
             purchased_credits=0,
             credits_reset_at=credits.add_months(now, 1),
+            credits_reset_anchor=now,
             created_at=now,
         )
         .on_conflict_do_nothing(index_elements=["clerk_id"])

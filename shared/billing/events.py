@@ -243,7 +243,7 @@ def _move_reset_date(session: Session, user_id: uuid.UUID, period_end: int | Non
     session.execute(
         update(users)
         .where(users.c.id == user_id, users.c.credits_reset_at < reset_at)
-        .values(credits_reset_at=reset_at)
+        .values(credits_reset_at=reset_at, credits_reset_anchor=reset_at)
     )
 
 

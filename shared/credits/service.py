@@ -354,8 +354,9 @@ def reset_due(session: Session, now: datetime | None = None, batch_size: int = 1
     """Reset the plan credits of up to `batch_size` users whose reset date has passed.
 
     Plan credits become the plan's allowance (no rollover; purchased untouched), each
-    user gets a `monthly_reset` row, and the next reset date moves on by whole months
-    from the previous one (so dates never drift towards "now"). Set-based: one
+    user gets a `monthly_reset` row, and the next reset date is whole months after the
+    user's anchor (`credits_reset_anchor`, else the previous date): dates never drift
+    towards "now", nor to the 28th after a February. Set-based: one
     statement per batch on PostgreSQL. Due rows are taken FOR UPDATE SKIP LOCKED, so two
     beat processes running at once split the work and never reset a user twice; a
     second run finds nobody due. Returns how many users were reset; call until 0.
@@ -366,9 +367,10 @@ def reset_due(session: Session, now: datetime | None = None, batch_size: int = 1
     return _reset_due_portable(session, now, batch_size)
 
 
-# The date rule is `next_reset_after` in SQL: m = whole calendar months from the old
-# date's month to now's month; the next date is old + m months if that is still in the
-# future, else old + (m + 1) months. (`age()` is not used: it counts Jan 31 -> Feb 28 as
+# The date rule is `next_reset_after` in SQL, counted from the anchor (the previous
+# date when there is none, which becomes the anchor): m = whole calendar months from the
+# anchor's month to now's month; the next date is anchor + m months if that is still in
+# the future, else anchor + (m + 1) months. (`age()` is not used: it counts Jan 31 -> Feb 28 as
 # 0 months, which gave a "next" date already in the past, and the user was reset twice.)
 # Month arithmetic runs on UTC wall-clock time whatever the server's TimeZone is, and
 # PostgreSQL clamps the day to the month's length exactly as `add_months` does.
@@ -376,28 +378,32 @@ _RESET_SQL = text(
     """
     WITH due AS (
         SELECT u.id, u.plan_credits AS old_plan, u.purchased_credits AS purchased,
-               u.credits_reset_at AT TIME ZONE 'UTC' AS old_at,
-               ((extract(year FROM :now_utc) - extract(year FROM u.credits_reset_at
-                                                        AT TIME ZONE 'UTC')) * 12
-                + extract(month FROM :now_utc) - extract(month FROM u.credits_reset_at
-                                                          AT TIME ZONE 'UTC'))::int AS months
+               coalesce(u.credits_reset_anchor, u.credits_reset_at) AT TIME ZONE 'UTC'
+                   AS anchor_at
         FROM users u
         WHERE u.credits_reset_at <= :now
         ORDER BY u.credits_reset_at
         LIMIT :batch
         FOR UPDATE SKIP LOCKED
     ),
+    dated AS (
+        SELECT due.*,
+               ((extract(year FROM :now_utc) - extract(year FROM anchor_at)) * 12
+                + extract(month FROM :now_utc) - extract(month FROM anchor_at))::int AS months
+        FROM due
+    ),
     reset AS (
         UPDATE users u
         SET plan_credits = p.monthly_credits,
+            credits_reset_anchor = dated.anchor_at AT TIME ZONE 'UTC',
             credits_reset_at = (CASE
-                WHEN due.old_at + make_interval(months => due.months) > :now_utc
-                    THEN due.old_at + make_interval(months => due.months)
-                ELSE due.old_at + make_interval(months => due.months + 1)
+                WHEN dated.anchor_at + make_interval(months => dated.months) > :now_utc
+                    THEN dated.anchor_at + make_interval(months => dated.months)
+                ELSE dated.anchor_at + make_interval(months => dated.months + 1)
             END) AT TIME ZONE 'UTC'
-        FROM due, plans p
-        WHERE u.id = due.id AND p.id = u.plan_id
-        RETURNING u.id, u.plan_credits, due.old_plan, due.purchased
+        FROM dated, plans p
+        WHERE u.id = dated.id AND p.id = u.plan_id
+        RETURNING u.id, u.plan_credits, dated.old_plan, dated.purchased
     )
     INSERT INTO credit_ledger (user_id, delta, bucket, reason, balance_after, created_at)
     SELECT id, plan_credits - old_plan, 'plan', 'monthly_reset', plan_credits + purchased, :now
@@ -445,13 +451,14 @@ def _reset_due_portable(session: Session, now: datetime, batch_size: int) -> int
         select(plans.c.monthly_credits).where(plans.c.id == users.c.plan_id).scalar_subquery()
     )
     due = session.execute(
-        select(users.c.id, users.c.credits_reset_at)
+        select(users.c.id, users.c.credits_reset_at, users.c.credits_reset_anchor)
         .where(users.c.credits_reset_at <= now)
         .order_by(users.c.credits_reset_at)
         .limit(batch_size)
     ).all()
     done = 0
-    for user_id, reset_at in due:
+    for user_id, reset_at, anchor in due:
+        anchor = anchor or reset_at
         change = _change_balance(
             session,
             user_id,
@@ -464,7 +471,7 @@ def _reset_due_portable(session: Session, now: datetime, batch_size: int) -> int
         session.execute(
             update(users)
             .where(users.c.id == user_id)
-            .values(credits_reset_at=next_reset_after(reset_at, now))
+            .values(credits_reset_at=next_reset_after(anchor, now), credits_reset_anchor=anchor)
         )
         _write_ledger(session, user_id, change, "monthly_reset", always=True)
         done += 1

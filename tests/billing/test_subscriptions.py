@@ -134,6 +134,8 @@ def test_upgrade_downgrade_and_cancel(bclient, subscriber, db_session):
     assert refreshed.subscription_status == "active"
     assert refreshed.stripe_subscription_id == "sub_test_1"
     assert refreshed.credits_reset_at == datetime.fromtimestamp(PERIOD_END, UTC) + timedelta(days=1)
+    # Resets count from Stripe's dates from now on (if the subscription ends, too).
+    assert refreshed.credits_reset_anchor == refreshed.credits_reset_at
 
     deliver(
         bclient,

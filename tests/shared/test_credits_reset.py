@@ -227,7 +227,10 @@ def test_portable_sqlite_path_gives_the_same_results(tmp_path, db_session):
         ("p_overdue_end", "pro", 1, 1, datetime(2024, 12, 31, 0, tzinfo=UTC)),
         ("p_monthend", "free", 10, 0, datetime(2025, 1, 31, 13, tzinfo=UTC)),
         ("p_later", "free", 2, 1, datetime(2025, 3, 30, 13, tzinfo=UTC)),
+        # Clamped to Feb 28, anchored on Jan 31: back to the 31st.
+        ("p_anchored", "free", 0, 0, datetime(2025, 2, 28, 9, tzinfo=UTC)),
     ]
+    anchors = {"p_anchored": datetime(2025, 1, 31, 9, tzinfo=UTC)}
     sqlite_settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'studiox.db'}",
         broker_url=f"filesystem://{tmp_path / 'broker'}",
@@ -247,6 +250,7 @@ def test_portable_sqlite_path_gives_the_same_results(tmp_path, db_session):
                 purchased_credits=purchased,
                 plan_id=plan_id,
                 reset_at=reset_at,
+                anchor=anchors.get(clerk_id),
                 clerk_id=clerk_id,
             )
         session.flush()
@@ -276,10 +280,11 @@ def test_portable_sqlite_path_gives_the_same_results(tmp_path, db_session):
         sqlite_db.dispose()
     pg_done, pg_results = run(db_session)
 
-    assert sqlite_done == pg_done == 6
+    assert sqlite_done == pg_done == 7
     assert sqlite_results == pg_results
     assert pg_results["p_free"] == (10, 5, datetime(2025, 4, 1, 8, tzinfo=UTC), [("plan", 7, 15)])
     assert pg_results["p_overdue"][2] == datetime(2025, 4, 20, 0, tzinfo=UTC)
     assert pg_results["p_overdue_end"][2] == datetime(2025, 3, 31, 0, tzinfo=UTC)
     assert pg_results["p_monthend"][2] == datetime(2025, 3, 31, 13, tzinfo=UTC)
+    assert pg_results["p_anchored"][2] == datetime(2025, 3, 31, 9, tzinfo=UTC)
     assert pg_results["p_later"] == (2, 1, datetime(2025, 3, 30, 13, tzinfo=UTC), [])

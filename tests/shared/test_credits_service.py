@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from shared.accounts.service import provision
 from shared.credits import service as credits
 from shared.errors import InsufficientCredits, NotFound, ValidationFailed
 from shared.tasks.models import Task
@@ -357,6 +358,53 @@ def test_postgresql_reset_dates_follow_the_python_rule_on_month_ends(db_session)
         assert stored[user_id] > now
     # Nobody is left due, so a second run does nothing.
     assert credits.reset_due(db_session, now=now) == 0
+
+
+def _reset_dates(db_session, user_id, nows) -> list[datetime]:
+    """The next reset date after a reset run at each of `nows` in turn."""
+    dates = []
+    for now in nows:
+        assert credits.reset_due(db_session, now=now) == 1, now
+        dates.append(
+            db_session.execute(
+                text("SELECT credits_reset_at FROM users WHERE id = :id"), {"id": user_id}
+            ).scalar_one()
+        )
+    return dates
+
+
+def at(month: int, day: int, year: int = 2025) -> datetime:
+    return datetime(year, month, day, 13, 0, tzinfo=UTC)
+
+
+def test_a_month_end_reset_day_comes_back_after_a_short_month(db_session):
+    """Signed up on Jan 31: resets on Feb 28, then Mar 31, Apr 30, May 31 (the 31st is
+    remembered, not replaced by the clamped 28th)."""
+    user_id = make_user(db_session, plan_credits=1, reset_at=at(2, 28), anchor=at(1, 31))
+    nows = [at(3, 1), at(4, 1), at(5, 1)]
+    assert _reset_dates(db_session, user_id, nows) == [at(3, 31), at(4, 30), at(5, 31)]
+
+
+def test_a_user_without_an_anchor_is_anchored_on_the_first_reset(db_session):
+    """Rows from before the anchor count from their reset date, which then becomes it."""
+    user_id = make_user(db_session, plan_credits=1, reset_at=at(1, 31))
+    dates = _reset_dates(db_session, user_id, [at(2, 1), at(3, 1), at(4, 1)])
+    assert dates == [at(2, 28), at(3, 31), at(4, 30)]
+    anchor = db_session.execute(
+        text("SELECT credits_reset_anchor FROM users WHERE id = :id"), {"id": user_id}
+    ).scalar_one()
+    assert anchor == at(1, 31)
+
+
+def test_sign_up_anchors_the_resets_on_the_sign_up_moment(db_session):
+    user_id, created = provision(db_session, "anchor_signup")
+    assert created
+    row = db_session.execute(
+        text("SELECT created_at, credits_reset_anchor, credits_reset_at FROM users WHERE id = :id"),
+        {"id": user_id},
+    ).one()
+    assert row.credits_reset_anchor == row.created_at
+    assert row.credits_reset_at == credits.add_months(row.created_at, 1)
 
 
 def test_reset_refills_plan_credits_only_and_leaves_a_row(db_session):

@@ -32,9 +32,11 @@ def make_user(
     purchased_credits: int = 0,
     plan_id: str = "free",
     reset_at: datetime = NOT_DUE,
+    anchor: datetime | None = None,
     clerk_id: str | None = None,
 ) -> uuid.UUID:
-    """A user with the given buckets, each put there by a ledger-writing grant."""
+    """A user with the given buckets, each put there by a ledger-writing grant. Without
+    `anchor`, resets count from `reset_at` (as for users from before the anchor)."""
     user_id = uuid.uuid4()
     session.execute(
         insert(users).values(
@@ -44,6 +46,7 @@ def make_user(
             plan_credits=0,
             purchased_credits=0,
             credits_reset_at=reset_at,
+            credits_reset_anchor=anchor,
             created_at=datetime.now(UTC),
         )
     )
