@@ -41,6 +41,7 @@ class Model:
     plan: int
     purchased: int
     reset_at: datetime
+    anchor: datetime | None = None  # what resets count from; the first reset sets it
     tasks: list = field(default_factory=list)  # [task_id, from_plan, from_purchased, refunded]
 
 
@@ -87,7 +88,8 @@ def apply(session, user_id, model: Model, allowance: dict, op: tuple) -> None:
         now = model.reset_at + timedelta(days=op[1])
         assert credits.reset_due(session, now=now) == 1
         model.plan = allowance[model.plan_id]
-        model.reset_at = credits.next_reset_after(model.reset_at, now)
+        model.anchor = model.anchor or model.reset_at
+        model.reset_at = credits.next_reset_after(model.anchor, now)
         assert model.reset_at > now
     elif kind == "change_plan":
         new, old = allowance[op[1]], allowance[model.plan_id]
