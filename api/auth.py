@@ -83,10 +83,50 @@ class JwksCache:
             log.warning("could not fetch Clerk JWKS from %s: %s", self.url, exc)
 
 
+class RecentlyVerified:
+    """Tokens this process has verified lately, with the identity each carries.
+
+    A client sends the same token with every request until it renews it, so a token seen
+    again skips the signature check (PyJWT: a twentieth of a task submission's CPU in dev
+    mode, more with RS256) but never the expiry: an entry is used until the token's
+    `exp` (with the same leeway) and for at most TTL_S, so a key Clerk withdraws stops
+    working within that time. Keyed by the whole token: a changed byte is another key,
+    verified from scratch. Bounded: the oldest entries go first.
+    """
+
+    TTL_S = 60.0
+    MAX_ENTRIES = 10_000
+
+    def __init__(self):
+        self._entries: dict[str, tuple[Identity, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Identity | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if time.time() < entry[1]:
+            return entry[0]
+        with self._lock:
+            self._entries.pop(token, None)
+        return None
+
+    def put(self, token: str, identity: Identity, expires_at: float) -> None:
+        usable_until = min(time.time() + self.TTL_S, expires_at + LEEWAY_S)
+        with self._lock:
+            while len(self._entries) >= self.MAX_ENTRIES:
+                del self._entries[next(iter(self._entries))]
+            self._entries[token] = (identity, usable_until)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class TokenVerifier:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.mode = settings.auth_mode
+        self.recent = RecentlyVerified()
         self.jwks = JwksCache(settings.clerk_jwks_url) if settings.clerk_jwks_url else None
         self.pem_key = None
         if settings.clerk_jwt_key:
@@ -96,11 +136,14 @@ class TokenVerifier:
             ).prepare_key(pem)
 
     def verify(self, token: str) -> Identity:
-        if self.mode == "dev":
-            return self._verify_dev(token)
-        return self._verify_clerk(token)
+        identity = self.recent.get(token)
+        if identity is None:
+            claims = self._verify_dev(token) if self.mode == "dev" else self._verify_clerk(token)
+            identity = _identity(claims)
+            self.recent.put(token, identity, float(claims["exp"]))
+        return identity
 
-    def _verify_dev(self, token: str) -> Identity:
+    def _verify_dev(self, token: str) -> dict:
         try:
             claims = jwt.decode(
                 token,
@@ -113,9 +156,9 @@ class TokenVerifier:
             raise unauthorized("The token has expired.") from None
         except jwt.PyJWTError as exc:
             raise unauthorized(f"Invalid token: {exc}.") from None
-        return _identity(claims)
+        return claims
 
-    def _verify_clerk(self, token: str) -> Identity:
+    def _verify_clerk(self, token: str) -> dict:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -152,7 +195,7 @@ class TokenVerifier:
         parties = self.settings.clerk_authorized_parties
         if parties and claims.get("azp") not in parties:
             raise unauthorized("The token was issued for another origin (azp).")
-        return _identity(claims)
+        return claims
 
 
 def _identity(claims: dict) -> Identity:

@@ -8,6 +8,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 from api.errors import ApiError
 from shared.base import iso
 from shared.errors import ValidationFailed
+from shared.validation import schema_instance
 
 
 class ErrorBodySchema(Schema):
@@ -62,7 +63,7 @@ def _nested_deeper_than(value, limit: int) -> bool:
     return False
 
 
-def load_json(schema: Schema, *, allow_empty: bool = False) -> dict:
+def load_json(schema: type[Schema], *, allow_empty: bool = False) -> dict:
     """Parse the JSON body with `schema`; bad JSON or content type is a clear 4xx."""
     raw = request.get_data(cache=True)
     if not raw.strip():
@@ -94,7 +95,7 @@ def load_json(schema: Schema, *, allow_empty: bool = False) -> dict:
     return load(schema, data)
 
 
-def load_query(schema: Schema) -> dict:
+def load_query(schema: type[Schema]) -> dict:
     return load(schema, request.args.to_dict())
 
 
@@ -114,7 +115,7 @@ def _nul_fields(value, path: str = "") -> list[str]:
     return []
 
 
-def load(schema: Schema, data: dict) -> dict:
+def load(schema: type[Schema], data: dict) -> dict:
     nul = _nul_fields(data)
     if nul:
         raise ValidationFailed(
@@ -122,7 +123,7 @@ def load(schema: Schema, data: dict) -> dict:
             {f: ["Must not contain NUL (\\u0000) characters."] for f in nul},
         )
     try:
-        return schema.load(data)
+        return schema_instance(schema).load(data)
     except ValidationError as err:
         raise ValidationFailed("The request is not valid.", err.messages) from None
 

@@ -50,7 +50,7 @@ def plans():
 )
 @authenticated
 def purchase_credits(caller: Caller):
-    args = load_json(schemas.PurchaseCreditsSchema())
+    args = load_json(schemas.PurchaseCreditsSchema)
     session = db_session()
     started = billing.start_pack_checkout(
         session, _settings(), caller.user_id, pack_id=args.get("pack"), amount=args.get("credits")
@@ -71,7 +71,7 @@ def purchase_credits(caller: Caller):
 )
 @authenticated
 def subscribe(caller: Caller):
-    args = load_json(schemas.SubscribeSchema())
+    args = load_json(schemas.SubscribeSchema)
     session = db_session()
     started = billing.start_subscription_checkout(
         session, _settings(), caller.user_id, args["plan"]
@@ -103,7 +103,7 @@ def portal(caller: Caller):
 )
 @authenticated
 def fulfill(caller: Caller):
-    args = load_json(schemas.FulfillSchema())
+    args = load_json(schemas.FulfillSchema)
     session = db_session()
     outcome = billing.fulfil_checkout(session, _settings(), caller.user_id, args["session_id"])
     session.commit()
@@ -123,7 +123,7 @@ def fulfill(caller: Caller):
 )
 @authenticated
 def history(caller: Caller):
-    args = load_query(PageQuerySchema())
+    args = load_query(PageQuerySchema)
     rows, next_cursor = billing.list_purchases(
         db_session(), caller.user_id, limit=args["limit"], cursor=args["cursor"]
     )

@@ -104,7 +104,7 @@ def _wait_for_end(session, user_id, task, wait_s: float):
 )
 @authenticated
 def create_task(caller: Caller):
-    body = load_json(schemas.CreateTaskSchema())
+    body = load_json(schemas.CreateTaskSchema)
     key = _idempotency_key()
     wait_s = _prefer_wait()
     session = db_session()
@@ -142,7 +142,7 @@ blueprint.add_url_rule("/api/tasks/create", "create_task_legacy", create_task, m
 )
 @authenticated
 def list_tasks(caller: Caller):
-    args = load_query(schemas.TaskListQuerySchema())
+    args = load_query(schemas.TaskListQuerySchema)
     rows, next_cursor = tasks.list_tasks(
         db_session(),
         caller.user_id,

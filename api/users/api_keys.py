@@ -52,7 +52,7 @@ def resolve_api_key(session, token: str) -> Caller:
 def create_api_key(caller: Caller):
     if isinstance(caller, ApiKeyCaller):
         raise ApiError(403, "forbidden", "Create API keys while signed in, not with an API key.")
-    body = load_json(schemas.CreateApiKeySchema())
+    body = load_json(schemas.CreateApiKeySchema)
     session = db_session()
     created = api_keys.create_key(session, caller.user_id, body["name"])
     session.commit()

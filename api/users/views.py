@@ -55,7 +55,7 @@ def credits_balance(caller: Caller):
 )
 @authenticated
 def transactions(caller: Caller):
-    args = load_query(PageQuerySchema())
+    args = load_query(PageQuerySchema)
     before_id = None
     if args["cursor"]:
         if not args["cursor"].isdigit():

@@ -13,6 +13,7 @@ from marshmallow import Schema, ValidationError
 
 from shared.errors import ValidationFailed
 from shared.tasks import schemas
+from shared.validation import schema_instance
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class TaskType:
                 "input must be an object.", {"input": ["Must be a JSON object."]}
             )
         try:
-            return self.input_schema().load(payload)
+            return schema_instance(self.input_schema).load(payload)
         except ValidationError as err:
             raise ValidationFailed(
                 f"The input for {self.name} is not valid.", {"input": err.messages}

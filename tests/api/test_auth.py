@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from datetime import datetime
 
 import jwt
 import pytest
@@ -143,3 +144,83 @@ def test_dev_token_cli_prints_a_working_token(app, client):
     response = client.get("/api/users/me", headers=bearer(printed))
     assert response.status_code == 200
     assert response.get_json()["clerk_id"] == "cli_user"
+
+
+# --- tokens verified lately -------------------------------------------------------------
+
+
+@pytest.fixture()
+def decode_calls(monkeypatch):
+    """How many times PyJWT checked a signature."""
+    calls = []
+    real = jwt.decode
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("api.auth.jwt.decode", counting)
+    return calls
+
+
+def test_a_token_seen_again_is_not_verified_again(clerk_client, decode_calls):
+    token = KEYS.token("user_again")
+    for _ in range(3):
+        assert clerk_client.get("/api/users/me", headers=bearer(token)).status_code == 200
+    assert decode_calls == [token]
+
+
+def _move_clocks_to(monkeypatch, moment: float) -> None:
+    """Our clock and PyJWT's, both at `moment`."""
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.fromtimestamp(moment, tz)
+
+    monkeypatch.setattr("api.auth.time.time", lambda: moment)
+    monkeypatch.setattr("jwt.api_jwt.datetime", Later)
+
+
+def test_a_remembered_token_still_expires(clerk_client, decode_calls, monkeypatch):
+    token = KEYS.token("user_expiring", exp=_now() + 30)
+    assert clerk_client.get("/api/users/me", headers=bearer(token)).status_code == 200
+    assert decode_calls == [token]
+    _move_clocks_to(monkeypatch, time.time() + 30 + 11)  # past exp and the 10 s leeway
+    response = clerk_client.get("/api/users/me", headers=bearer(token))
+    assert response.status_code == 401
+    assert response.get_json()["error"]["message"] == "The token has expired."
+    assert len(decode_calls) > 1  # not taken from memory: verified again, and refused
+
+
+def test_a_token_is_remembered_for_at_most_a_minute(clerk_client, decode_calls, monkeypatch):
+    """A long-lived token is checked again after TTL_S: a key withdrawn from the JWKS
+    stops working within a minute."""
+    token = KEYS.token("user_long", exp=_now() + 3600)
+    assert clerk_client.get("/api/users/me", headers=bearer(token)).status_code == 200
+    _move_clocks_to(monkeypatch, time.time() + 61)
+    assert clerk_client.get("/api/users/me", headers=bearer(token)).status_code == 200
+    assert decode_calls == [token, token]
+
+
+def test_a_forged_copy_of_a_remembered_token_is_refused(clerk_client):
+    """Same header and claims, another key's signature: another cache key, so the
+    signature is checked, and fails."""
+    good = KEYS.token("user_forged")
+    assert clerk_client.get("/api/users/me", headers=bearer(good)).status_code == 200
+    head, body, _ = good.split(".")
+    forged = ".".join([head, body, OTHER.token("user_forged").split(".")[2]])
+    response = clerk_client.get("/api/users/me", headers=bearer(forged))
+    assert response.status_code == 401
+
+
+def test_the_memory_of_tokens_is_bounded():
+    from api.auth import Identity, RecentlyVerified
+
+    recent = RecentlyVerified()
+    recent.MAX_ENTRIES = 100
+    for i in range(250):
+        recent.put(f"token-{i}", Identity(f"user_{i}"), time.time() + 3600)
+    assert len(recent) == 100
+    assert recent.get("token-0") is None  # the oldest went first
+    assert recent.get("token-249") == Identity("user_249")
