@@ -3,6 +3,7 @@
 Every knob can be overridden from the environment (see .env.example, "Process settings").
 """
 
+import gc
 import os
 import shutil
 import tempfile
@@ -63,6 +64,13 @@ def on_starting(server):
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.db"):
         stale.unlink()
+
+
+def post_worker_init(worker):
+    # The app's ~150k long-lived objects (modules, SQLAlchemy metadata, schemas) go to
+    # the collector's permanent generation: otherwise every full collection walks them,
+    # a ~75 ms pause that lands on whichever request triggers it (p99, bench/create.py).
+    gc.freeze()
 
 
 def child_exit(server, worker):
