@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 import jwt
-from flask import current_app, g, request
+from flask import current_app, request
 
 from api.db import db_session, retry_transient_conflicts
 from api.errors import ApiError
@@ -235,13 +235,9 @@ def authenticate() -> tuple[Caller, bool, Identity | None]:
 
 
 def verified_identity(token: str) -> Identity:
-    """The token's identity, verified once per request (the rate limiter asks first)."""
-    cached = g.get("_verified_identity")
-    if cached is not None and cached[0] == token:
-        return cached[1]
-    identity = current_app.extensions["studiox"].verifier.verify(token)
-    g._verified_identity = (token, identity)
-    return identity
+    """The token's identity. The rate limiter asks first, the view next: the verifier
+    remembers the token (RecentlyVerified), so its signature is checked once."""
+    return current_app.extensions["studiox"].verifier.verify(token)
 
 
 def current_caller() -> Caller:

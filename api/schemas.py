@@ -63,6 +63,12 @@ def _nested_deeper_than(value, limit: int) -> bool:
     return False
 
 
+def _too_deep() -> ApiError:
+    return ApiError(
+        400, "bad_request", f"The body is nested more than {MAX_JSON_DEPTH} levels deep."
+    )
+
+
 def load_json(schema: type[Schema], *, allow_empty: bool = False) -> dict:
     """Parse the JSON body with `schema`; bad JSON or content type is a clear 4xx."""
     raw = request.get_data(cache=True)
@@ -74,17 +80,14 @@ def load_json(schema: type[Schema], *, allow_empty: bool = False) -> dict:
     else:
         if not request.is_json:
             raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
-        too_deep = ApiError(
-            400, "bad_request", f"The body is nested more than {MAX_JSON_DEPTH} levels deep."
-        )
         try:
             data = request.get_json(silent=True)
         except RecursionError:
-            raise too_deep from None
+            raise _too_deep() from None
         if data is None:
             raise ApiError(400, "bad_request", "The body is not valid JSON.")
         if _nested_deeper_than(data, MAX_JSON_DEPTH):
-            raise too_deep
+            raise _too_deep()
     if not isinstance(data, dict):
         raise ApiError(
             422,

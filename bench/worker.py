@@ -91,11 +91,15 @@ def backlog_held_back(broker_url: str) -> Iterator[Callable[[], float]]:
 
 
 def bare_rate(
-    settings, workdir: Path, n: int, task: str, args: list, app: str = "workers.celery_app"
+    settings,
+    producer: Celery,
+    workdir: Path,
+    n: int,
+    task: str,
+    args: list,
+    app: str = "workers.celery_app",
 ) -> float:
     """Tasks/s of a plain Celery worker (same settings) draining `n` queued `task`s."""
-    producer = Celery("bench", broker=settings.broker_url)
-    producer.conf.update(celery_config(settings, 3600))
     for _ in range(n):
         producer.send_task(task, args=args)
     client = redis.Redis.from_url(settings.broker_url)
@@ -128,9 +132,10 @@ def main() -> None:
                 session.execute(select(Task.status, func.count()).group_by(Task.status)).all()
             )
         real = TASKS / seconds
-        bare = bare_rate(settings, workdir, TASKS, "celery.accumulate", [1])
+        bare = bare_rate(settings, producer, workdir, TASKS, "celery.accumulate", [1])
         pipeline_only = bare_rate(
             settings,
+            producer,
             workdir,
             TASKS,
             "bench.analyze_only",

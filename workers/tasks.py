@@ -50,15 +50,16 @@ class _Watch:
         self.task_id, self.ctx, self.lease_s = task_id, ctx, lease_s
         self.progress = 0.0
         self.renew_every = max(lease_s / 3, 0.2)
+        self.check_every = min(CANCEL_POLL_S, self.renew_every)
         now = time.monotonic()
         self.last_renewal = now
         # The first look waits a whole interval: short tasks end before any is needed.
-        self.next_check = now + min(CANCEL_POLL_S, self.renew_every)
+        self.next_check = now + self.check_every
 
     def check(self) -> None:
         """Renew the lease when due, else just read; tell the handler if it must stop."""
         now = time.monotonic()
-        self.next_check = now + min(CANCEL_POLL_S, self.renew_every)
+        self.next_check = now + self.check_every
         with _db().session_scope(durable=False) as session:
             if now - self.last_renewal >= self.renew_every:
                 wanted = lifecycle.record_progress(
